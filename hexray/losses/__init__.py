@@ -1,0 +1,24 @@
+"""Pure-PyTorch SSL losses and the HEX regularizer (design/HEX.md). No Ray, no I/O."""
+
+from hexray.losses.barlow import barlow_twins_loss
+from hexray.losses.base import LossOutput
+from hexray.losses.byol import cosine_regression_loss
+from hexray.losses.hex import HEXLoss
+from hexray.losses.infonce import info_nce, nt_xent
+from hexray.losses.settings import HexConfig
+from hexray.losses.thresholds import (
+    THRESHOLDS,
+    AdaptiveQuantileThreshold,
+    CosineThreshold,
+    StepThreshold,
+    SuperclassThreshold,
+    ThresholdResult,
+    build_threshold,
+)
+from hexray.losses.vicreg import vicreg_loss
+
+__all__ = [
+    "THRESHOLDS", "AdaptiveQuantileThreshold", "CosineThreshold", "HEXLoss", "HexConfig", "LossOutput",
+    "StepThreshold", "SuperclassThreshold", "ThresholdResult", "barlow_twins_loss", "build_threshold",
+    "cosine_regression_loss", "info_nce", "nt_xent", "vicreg_loss",
+]

@@ -1,0 +1,45 @@
+"""InfoNCE (van den Oord et al. 2018) in a general anchors×candidates layout, and SimCLR's NT-Xent."""
+
+from __future__ import annotations
+
+import torch
+
+from hexray.losses._checks import at_least_f32 as _at_least_f32
+from hexray.losses._checks import check_contrastive_inputs, check_embeddings, pair_indices
+from hexray.losses.base import LossOutput
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    positive_index: torch.Tensor,
+    self_index: torch.Tensor | None = None,
+    temperature: float = 0.1,
+    *,
+    validate: bool = True,
+) -> LossOutput:
+    """L_i = −ℓ_i,p(i) + log Σ_{j≠self(i)} e^{ℓ_ij}, ℓ = s/τ; mean over rows (HEX.md, w_h = w_g = 1).
+
+    Similarities are computed in the input dtype (bf16 under autocast), the log-sum-exp in float32.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if validate:
+        check_contrastive_inputs(anchors, candidates, positive_index, self_index)
+    logits = _at_least_f32(anchors @ candidates.T) / temperature
+    rows = torch.arange(anchors.shape[0], device=anchors.device)
+    if self_index is not None:
+        logits = logits.index_put((rows, self_index), logits.new_tensor(float("-inf")))
+    loss = (torch.logsumexp(logits, dim=1) - logits[rows, positive_index]).mean()
+    return LossOutput(loss=loss, terms={"loss/infonce": loss.detach()})
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> LossOutput:
+    """NT-Xent (SimCLR): anchors = candidates = cat(z1, z2), positive = the other view, self excluded."""
+    check_embeddings("z1", z1)
+    check_embeddings("z2", z2)
+    if z1.shape != z2.shape:
+        raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
+    z = torch.cat([z1, z2])
+    pos, self_idx = pair_indices(z1.shape[0], z.device)
+    return info_nce(z, z, pos, self_idx, temperature)
