@@ -1,0 +1,133 @@
+"""`hexray.config`: the typed training config — YAML (+ `--set key=value`) mapped onto one tree of dataclasses.
+
+Validated once, before anything starts: an unknown key (with a close-name suggestion), a wrong type or an
+impossible value raises `ConfigError`, whose message names the dotted key path and the allowed values. Pure
+Python: no torch, no Ray, so the CLI can reject a bad config instantly.
+
+    cfg = load_config("my.yaml", ["hex.local_weight=0.5", "scaling.use_gpu=true"])
+    save_config(cfg, "run/config.yaml")   # load_config("run/config.yaml") gives an equal config
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hexray.config.binding import ConfigError, build_dataclass, to_plain
+from hexray.config.sections import (
+    CheckpointSection,
+    DataConfig,
+    FastPathSection,
+    OptimConfig,
+    ProbeSection,
+    RunSection,
+    ScalingSection,
+)
+from hexray.config.yaml_io import apply_overrides, dump_yaml, parse_yaml, read_yaml_mapping
+from hexray.losses.settings import HexConfig
+from hexray.methods import settings as method_settings
+from hexray.methods.settings import MethodConfig
+from hexray.models.settings import BackboneConfig, SEMConfig
+
+ScalingConfigSection = ScalingSection  # the name used in the cross-layer contract
+
+__all__ = [
+    "BackboneConfig", "CheckpointSection", "ConfigError", "DataConfig", "FastPathSection", "HexConfig",
+    "MethodConfig", "OptimConfig", "ProbeSection", "RunSection", "SEMConfig", "ScalingConfigSection",
+    "ScalingSection", "TrainConfig", "apply_overrides", "config_from_dict", "config_to_dict", "default_config_path",
+    "load_config", "save_config",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. Sections are independent dataclasses; checks that span sections live in
+    `__post_init__` here (those needing the dataset's manifest, e.g. superclass labels, run at start-up)."""
+
+    method: MethodConfig = field(default_factory=MethodConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    sem: SEMConfig = field(default_factory=SEMConfig)
+    hex: HexConfig = field(default_factory=HexConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scaling: ScalingSection = field(default_factory=ScalingSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
+    fast: FastPathSection = field(default_factory=FastPathSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self) -> None:
+        problems = []
+        workers, batch = self.scaling.num_workers, self.data.batch_size
+        if batch % workers:
+            problems.append(
+                f"data.batch_size ({batch}) must be divisible by scaling.num_workers ({workers}): it is the global "
+                f"batch, split evenly over workers"
+            )
+        if self.fast.gpu_augment and not self.scaling.use_gpu:
+            problems.append("fast.gpu_augment requires scaling.use_gpu: true")
+        if self.fast.amp == "bf16" and not self.scaling.use_gpu:
+            problems.append("fast.amp: 'bf16' requires scaling.use_gpu: true (use 'auto' or 'off' on CPU)")
+        metric = self.checkpoint.metric
+        if metric.startswith("knn/") and self.probe.knn_every_epochs == 0:
+            problems.append(f"checkpoint.metric {metric!r} needs the kNN monitor: set probe.knn_every_epochs >= 1")
+        if metric.startswith("probe/") and not self.probe.online:
+            problems.append(f"checkpoint.metric {metric!r} needs the online probe: set probe.online: true")
+        method_names = getattr(method_settings, "METHOD_NAMES", None)
+        if method_names and self.method.name not in method_names:
+            problems.append(f"method.name must be one of {', '.join(method_names)}; got {self.method.name!r}")
+        if problems:
+            raise ConfigError(problems)
+        if self.hex.enabled and self.hex.warmup_epochs >= self.run.epochs:
+            warnings.warn(
+                f"hex.warmup_epochs ({self.hex.warmup_epochs}) >= run.epochs ({self.run.epochs}): HEX never switches "
+                f"on in this run (set hex.enabled: false for a plain baseline)",
+                stacklevel=2,
+            )
+
+
+def default_config_path() -> Path:
+    """The embedded default config (`hexray/configs/default.yaml`), used when `hexray train` gets no file."""
+    return Path(str(resources.files("hexray") / "configs" / "default.yaml"))
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """Validate a plain mapping (parsed YAML) into a TrainConfig; every problem is reported in one ConfigError."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    errors: list[str] = []
+    cfg = build_dataclass(TrainConfig, data, "", errors)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain nested dict of a TrainConfig (tuples as lists): what the Ray train loop receives and YAML stores."""
+    return to_plain(cfg)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write `cfg` as YAML; `load_config(path)` returns an equal TrainConfig."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_yaml(config_to_dict(cfg)), encoding="utf-8")
+    return path
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> TrainConfig:
+    """Read a YAML config (None → the embedded default), apply `key.path=value` overrides, validate."""
+    source = default_config_path() if path is None else Path(path)
+    data = read_yaml_mapping(source)
+    return config_from_dict(apply_overrides(data, overrides))
+
+
+def parse_value(text: str) -> Any:
+    """A single override value parsed exactly as `--set` parses it (YAML 1.2 numbers, true/false, null)."""
+    return parse_yaml(text, "value")

@@ -1,0 +1,193 @@
+"""The orchestration sections of a training config (data, optimizer, scaling, checkpoints, probes, fast path, run).
+
+Model/method/HEX sections live next to the code that uses them (`hexray.methods.settings`,
+`hexray.models.settings`, `hexray.losses.settings`); `TrainConfig` in `hexray.config` stacks them all. Each section
+checks its own values in `__post_init__`; the messages name the dotted key and the allowed range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PATH_DATASETS = ("imagenet", "folder")  # registry names that read the user's files and need `data.path`
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _non_negative(section: str, obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _require(value is None or value >= 0, f"{section}.{name} must be >= 0, got {value!r}")
+
+
+def _positive(section: str, obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _require(value is None or value > 0, f"{section}.{name} must be > 0, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, how it is augmented and batched.
+
+    dataset: a `hexray.data.registry` name (fashion-mnist, imagenet, folder, synthetic-hierarchy); `path` is the
+    user's files for imagenet/folder; `options` go to `prepare_dataset` (e.g. synthetic-hierarchy's sizes).
+    batch_size is the GLOBAL batch over all workers (each worker gets batch_size / scaling.num_workers), because
+    contrastive losses gather negatives over the whole global batch.
+    """
+
+    dataset: str = "fashion-mnist"
+    path: str | None = None
+    cache_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 28
+    recipe: Literal["simclr", "byol"] = "simclr"
+    batch_size: int = 256
+    train_split: str = "train"
+    eval_split: str = "test"
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    shuffle_buffer: int = 4096
+
+    def __post_init__(self) -> None:
+        _require(bool(self.dataset), "data.dataset must name a dataset, got ''")
+        _require(
+            self.dataset not in PATH_DATASETS or bool(self.path),
+            f"data.path is required for data.dataset={self.dataset!r} (the directory holding its images)",
+        )
+        _positive("data", self, "image_size", "batch_size", "limit_train", "limit_eval")
+        _non_negative("data", self, "shuffle_buffer")
+        _require(bool(self.train_split) and bool(self.eval_split), "data.train_split and data.eval_split must be set")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule: linear warm-up then cosine decay to `lr × min_lr_ratio`.
+
+    lr is the base rate per 256 images; the train loop uses lr × batch_size / 256 (Goyal et al. scaling rule).
+    exclude_bias_and_norm: no weight decay (and no LARS adaptation) for biases and norm parameters.
+    """
+
+    name: Literal["lars", "sgd", "adamw"] = "lars"
+    lr: float = 0.3
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = None
+    exclude_bias_and_norm: bool = True
+    lars_eta: float = 0.001
+
+    def __post_init__(self) -> None:
+        _positive("optim", self, "lr", "grad_clip", "lars_eta")
+        _non_negative("optim", self, "weight_decay", "warmup_epochs")
+        _require(0.0 <= self.momentum < 1.0, f"optim.momentum must be in [0, 1), got {self.momentum!r}")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+
+
+@dataclass
+class ScalingSection:
+    """Where training runs: the only section that changes between 1 CPU, N GPUs and N nodes (Ray ScalingConfig).
+
+    cpus_per_worker: None = auto (a fraction of a CPU on small machines, so Ray Data keeps CPUs for decoding).
+    resources_per_worker: extra custom Ray resources, e.g. {"accelerator_type:H100": 0.001}.
+    placement_strategy: Ray placement-group strategy for the workers.
+    """
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float | None = None
+    gpus_per_worker: float = 1.0
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+
+    def __post_init__(self) -> None:
+        _positive("scaling", self, "num_workers", "cpus_per_worker", "gpus_per_worker")
+        for key, amount in self.resources_per_worker.items():
+            _require(amount >= 0, f"scaling.resources_per_worker.{key} must be >= 0, got {amount!r}")
+
+
+@dataclass
+class CheckpointSection:
+    """Checkpoints every `every_epochs` to run.storage_path, keeping the best `keep` by `metric` (None = keep all).
+
+    max_failures: worker failures survived by restarting from the latest checkpoint (-1 = unlimited, as in Ray).
+    """
+
+    every_epochs: int = 1
+    keep: int | None = 2
+    metric: str = "knn/top1"
+    mode: Literal["max", "min"] = "max"
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("checkpoint", self, "every_epochs", "keep")
+        _require(bool(self.metric), "checkpoint.metric must name a reported metric, e.g. 'knn/top1' or 'loss'")
+        _require(self.max_failures >= -1, f"checkpoint.max_failures must be >= -1, got {self.max_failures!r}")
+
+
+@dataclass
+class ProbeSection:
+    """Online monitors: a detached linear head trained alongside (fine labels, and superclasses when known) and a
+    kNN monitor (cosine, temperature-weighted, k = knn_k) over the eval split every `knn_every_epochs` (0 = off).
+    """
+
+    online: bool = True
+    online_lr: float = 0.1
+    knn_every_epochs: int = 1
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_train_limit: int | None = 10000
+    knn_eval_limit: int | None = 2000
+
+    def __post_init__(self) -> None:
+        _positive("probe", self, "online_lr", "knn_k", "knn_temperature", "knn_train_limit", "knn_eval_limit")
+        _non_negative("probe", self, "knn_every_epochs")
+
+
+@dataclass
+class FastPathSection:
+    """GPU speed switches; `auto` = on when training on GPU, off on CPU.
+
+    amp: bf16 autocast; channels_last: NHWC memory format for convolutions; compile: torch.compile (off by
+    default: compiling costs more than it saves in short runs); fused_optimizer: fused/foreach optimizer kernels;
+    gpu_augment: decode on Ray Data's CPUs but augment batched on the GPU (`hexray.data.gpu_augment`).
+    """
+
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["auto", "on", "off"] = "off"
+    fused_optimizer: bool = True
+    gpu_augment: bool = False
+
+
+@dataclass
+class RunSection:
+    """Run identity and loop control.
+
+    epochs: 100 by default here (paper-scale runs); the embedded default.yaml sets a short CPU run.
+    name: the run directory under storage_path (None = generated from method, dataset and time).
+    storage_path: a local directory or a cloud URI (s3://, gs://) shared by all nodes.
+    log_every_steps: also report metrics every N steps (0 = once per epoch).
+    on_nan: a NaN/inf loss `stop`s the run naming the step and term, or `skip`s the step (at most max_nan_skips).
+    """
+
+    name: str | None = None
+    storage_path: str = "~/hexray_runs"
+    epochs: int = 100
+    seed: int = 0
+    log_every_steps: int = 50
+    on_nan: Literal["stop", "skip"] = "stop"
+    max_nan_skips: int = 10
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("run", self, "epochs")
+        _non_negative("run", self, "log_every_steps", "max_nan_skips")
+        _require(bool(self.storage_path), "run.storage_path must be a directory or URI")
+        _require(self.name is None or (bool(self.name) and "/" not in self.name),
+                 f"run.name must be a non-empty directory name without '/', got {self.name!r}")
