@@ -1,0 +1,134 @@
+"""Named datasets → a shard root, written on first use into a cache and reused afterwards.
+
+`prepare_dataset("fashion-mnist")` reads the Debian package's IDX files (`dataset-fashion-mnist`, installed under
+/usr/share/datasets/fashion-mnist) or downloads them with torchvision into the cache; `imagenet` and `folder`
+shard an ImageFolder tree; `synthetic-hierarchy` renders the generator in `synthetic.py`.
+Cache: `$HEXRAY_CACHE` or `~/.cache/hexray`; shards go to `<cache>/shards/<name>[-<options>]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hexray.data.manifest import MANIFEST_NAME, load_manifest
+from hexray.data.sources import Source, folder_source, idx_source, synthetic_source
+from hexray.data.synthetic import SyntheticSpec
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Sandal", "Sneaker",
+                         "Bag", "Ankle boot"]
+FASHION_MNIST_SUPERCLASSES = {
+    "tops": ["T-shirt/top", "Pullover", "Dress", "Coat", "Shirt"],
+    "bottoms": ["Trouser"],
+    "footwear": ["Sandal", "Sneaker", "Ankle boot"],
+    "bags": ["Bag"],
+}
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    return Path(cache_dir or os.environ.get("HEXRAY_CACHE") or Path.home() / ".cache" / "hexray")
+
+
+def attach_hierarchy(source: Source, groups: dict[str, list[str]]) -> Source:
+    from hexray.data.hierarchy import parse_hierarchy
+
+    pairs = [(c, s) for s, classes in groups.items() for c in classes]
+    source.superclass_names, source.class_to_superclass = parse_hierarchy(pairs, source.class_names, "hierarchy")
+    source.description = {**source.description, "hierarchy": groups}
+    return source
+
+
+def _fashion_mnist_files(cache: Path) -> Path:
+    for d in FASHION_MNIST_DIRS:
+        if Path(d, "train-images-idx3-ubyte.gz").is_file() or Path(d, "train-images-idx3-ubyte").is_file():
+            return Path(d)
+    from torchvision.datasets import FashionMNIST
+
+    FashionMNIST(str(cache / "downloads"), train=True, download=True)
+    FashionMNIST(str(cache / "downloads"), train=False, download=True)
+    return cache / "downloads" / "FashionMNIST" / "raw"
+
+
+def _fashion_mnist(path: str | None, cache: Path, options: dict[str, Any]) -> Source:
+    _no_options("fashion-mnist", options)
+    source = idx_source(path or _fashion_mnist_files(cache), FASHION_MNIST_CLASSES)
+    source.description = {"kind": "idx", "dataset": "fashion-mnist"}  # location-independent: cache keys stay valid
+    return attach_hierarchy(source, FASHION_MNIST_SUPERCLASSES)
+
+
+def _folder(name: str) -> Callable[[str | None, Path, dict[str, Any]], Source]:
+    def build(path: str | None, cache: Path, options: dict[str, Any]) -> Source:
+        if not path:
+            raise ValueError(f"dataset {name!r} needs path= (a directory with train/ and val/ class folders)")
+        channels = int(options.pop("channels", 3))
+        hierarchy = options.pop("hierarchy", None)
+        _no_options(name, options)
+        source = folder_source(path, channels=channels)
+        if hierarchy:
+            from hexray.data.hierarchy import load_hierarchy
+
+            source.superclass_names, source.class_to_superclass = load_hierarchy(hierarchy, source.class_names)
+            source.description = {**source.description, "hierarchy": str(hierarchy)}
+        return source
+
+    return build
+
+
+def _synthetic(path: str | None, cache: Path, options: dict[str, Any]) -> Source:
+    try:
+        spec = SyntheticSpec(**options)
+    except TypeError as err:
+        allowed = sorted(SyntheticSpec.__dataclass_fields__)
+        raise ValueError(f"synthetic-hierarchy: unknown option in {sorted(options)}; allowed: {allowed}") from err
+    return synthetic_source(spec)
+
+
+def _no_options(name: str, options: dict[str, Any]) -> None:
+    if options:
+        raise ValueError(f"dataset {name!r} takes no options {sorted(options)}")
+
+
+DATASETS: dict[str, Callable[[str | None, Path, dict[str, Any]], Source]] = {
+    "fashion-mnist": _fashion_mnist,
+    "imagenet": _folder("imagenet"),
+    "folder": _folder("folder"),
+    "synthetic-hierarchy": _synthetic,
+}
+
+
+def build_source(name: str, *, path: str | None = None, cache_dir: str | None = None, **options: Any) -> Source:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    return DATASETS[name](path, cache_root(cache_dir), dict(options))
+
+
+def shard_dir_name(name: str, path: str | None, options: dict[str, Any]) -> str:
+    """`<name>` or `<name>-<hash of path and options>`: different inputs never share a cache entry."""
+    if not path and not options:
+        return name
+    key = json.dumps({"path": str(Path(path).resolve()) if path else None, **options}, sort_keys=True, default=str)
+    return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def prepare_dataset(name: str, *, path: str | None = None, cache_dir: str | None = None, progress: bool = True,
+                    **options: Any) -> str:
+    """Shard root for dataset `name`: written on first use (or finished, if interrupted), reused afterwards."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    root = cache_root(cache_dir) / "shards" / shard_dir_name(name, path, options)
+    if (root / MANIFEST_NAME).is_file():
+        try:
+            load_manifest(str(root))
+            return str(root)
+        except ValueError:
+            pass  # a damaged manifest: the writer re-checks every shard's checksum and rewrites the manifest
+    from hexray.data.writer import write_shards
+
+    source = build_source(name, path=path, cache_dir=cache_dir, **options)
+    write_shards(source, root, progress=progress)
+    return str(root)

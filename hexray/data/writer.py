@@ -1,0 +1,189 @@
+"""Write a `Source` as Parquet shards + `manifest.json`, in parallel and resumably.
+
+Plan first (deterministic): samples are permuted with a fixed seed, so every shard mixes all classes (an
+ImageFolder listing is sorted by class), then cut into shards of ~`shard_mb` MB (at least `min_shards` per split,
+so per-epoch file shuffling has something to shuffle). Each shard is written to a temporary name, renamed, and
+followed by a sidecar `<shard>.json` holding its plan fingerprint and sha256: a re-run skips every shard whose
+sidecar matches the plan and whose bytes still match the checksum, and rewrites the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from hexray.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, sha256_file
+from hexray.data.sources import Source, SplitSource
+
+SCHEMA = pa.schema([("id", pa.int64()), ("image", pa.binary()), ("label", pa.int64()), ("superclass", pa.int64())])
+PLAN_SEED = 0
+
+
+@dataclass
+class ShardTask:
+    """Everything one worker needs to write one shard (small: a slice of arrays or a list of paths)."""
+
+    path: str
+    fingerprint: str
+    ids: np.ndarray
+    labels: np.ndarray
+    superclasses: np.ndarray
+    arrays: np.ndarray | None = None
+    paths: list[str] | None = None
+    synthetic: object | None = None
+    indices: np.ndarray | None = None
+    split: str = ""
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _sample_bytes(split: SplitSource, i: int) -> bytes:
+    if split.arrays is not None:
+        return encode_png(split.arrays[i])
+    if split.paths is not None:
+        return Path(split.paths[i]).read_bytes()
+    from hexray.data.synthetic import render
+
+    return encode_png(render(split.synthetic, split.name, int(split.labels[i]), i))
+
+
+def _estimate_bytes(split: SplitSource) -> float:
+    """Estimated encoded size of the whole split: file sizes as found, or a few encoded samples."""
+    if split.paths is not None:
+        return float(sum(os.path.getsize(p) for p in split.paths))
+    probe = range(0, split.count, max(1, split.count // 32))
+    sizes = [len(_sample_bytes(split, i)) for i in probe]
+    return float(np.mean(sizes)) * split.count
+
+
+def write_shard(task: ShardTask) -> dict:
+    """Encode and write one shard; returns its sidecar record. Runs in a worker process."""
+    images: list[bytes] = []
+    if task.arrays is not None:
+        images = [encode_png(a) for a in task.arrays]
+    elif task.paths is not None:
+        images = [Path(p).read_bytes() for p in task.paths]
+    else:
+        from hexray.data.synthetic import render
+
+        images = [encode_png(render(task.synthetic, task.split, int(lbl), int(i)))
+                  for lbl, i in zip(task.labels, task.indices, strict=True)]
+    table = pa.table({"id": task.ids, "image": pa.array(images, pa.binary()), "label": task.labels,
+                      "superclass": task.superclasses}, schema=SCHEMA)
+    tmp = f"{task.path}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp, compression="none", row_group_size=max(1, min(len(images), 4096)))
+    os.replace(tmp, task.path)
+    record = {"fingerprint": task.fingerprint, "count": len(images), "bytes": os.path.getsize(task.path),
+              "sha256": sha256_file(pafs.LocalFileSystem(), task.path)}
+    Path(f"{task.path}.json").write_text(json.dumps(record))
+    return record
+
+
+def _finished(task: ShardTask) -> dict | None:
+    """The shard's sidecar record if the shard on disk is complete and belongs to this plan, else None."""
+    sidecar = Path(f"{task.path}.json")
+    if not (sidecar.is_file() and Path(task.path).is_file()):
+        return None
+    try:
+        record = json.loads(sidecar.read_text())
+    except json.JSONDecodeError:
+        return None
+    if record.get("fingerprint") != task.fingerprint or os.path.getsize(task.path) != record.get("bytes"):
+        return None
+    if sha256_file(pafs.LocalFileSystem(), task.path) != record.get("sha256"):
+        return None
+    return record
+
+
+def plan_shards(source: Source, out: Path, shard_mb: float, min_shards: int) -> dict[str, list[ShardTask]]:
+    superclass_of = np.asarray(source.class_to_superclass if source.class_to_superclass is not None
+                               else [-1] * len(source.class_names), dtype=np.int64)
+    plans: dict[str, list[ShardTask]] = {}
+    for split in source.splits:
+        n = split.count
+        num = max(math.ceil(_estimate_bytes(split) / (shard_mb * 2**20)), min_shards)
+        num = max(1, min(num, n))
+        order = np.random.default_rng(PLAN_SEED).permutation(n)
+        tasks = []
+        for k, idx in enumerate(np.array_split(order, num)):
+            ids = split.ids[idx]
+            fp = hashlib.sha256(json.dumps(source.description, sort_keys=True, default=str).encode()
+                                + json.dumps(source.class_to_superclass).encode() + ids.tobytes()).hexdigest()
+            tasks.append(ShardTask(
+                path=str(out / split.name / f"part-{k:05d}-of-{num:05d}.parquet"), fingerprint=fp, ids=ids,
+                labels=split.labels[idx], superclasses=superclass_of[split.labels[idx]],
+                arrays=None if split.arrays is None else split.arrays[idx],
+                paths=None if split.paths is None else [split.paths[i] for i in idx],
+                synthetic=split.synthetic, indices=idx, split=split.name,
+            ))
+        plans[split.name] = tasks
+    return plans
+
+
+def write_shards(source: Source, out: str | Path, *, shard_mb: float = 128.0, min_shards: int = 8,
+                 workers: int | None = None, progress: bool = True) -> Manifest:
+    """Write (or finish writing) `source` under `out`; returns the manifest, also saved as `out/manifest.json`."""
+    from tqdm import tqdm
+
+    if shard_mb <= 0:
+        raise ValueError(f"shard size must be > 0 MB, got {shard_mb}")
+    out = Path(out)
+    plans = plan_shards(source, out, shard_mb, max(1, min_shards))
+    for split in plans:
+        (out / split).mkdir(parents=True, exist_ok=True)
+    tasks = [t for ts in plans.values() for t in ts]
+    records: dict[str, dict] = {}
+    pending = []
+    for task in tasks:
+        done = _finished(task)
+        if done is None:
+            pending.append(task)
+        else:
+            records[task.path] = done
+    workers = max(1, min(workers or os.cpu_count() or 1, len(pending) or 1))
+    total = sum(len(t.ids) for t in pending)
+    with tqdm(total=total, unit="img", desc=f"shard → {out}", disable=not progress or not pending) as bar:
+        if workers == 1:
+            for task in pending:
+                records[task.path] = write_shard(task)
+                bar.update(len(task.ids))
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(write_shard, t): t for t in pending}
+                for fut in as_completed(futures):
+                    records[futures[fut].path] = fut.result()
+                    bar.update(len(futures[fut].ids))
+    splits = {}
+    for name, ts in plans.items():
+        labels = np.concatenate([t.labels for t in ts])
+        shards = [ShardInfo(file=os.path.relpath(t.path, out), count=records[t.path]["count"],
+                            bytes=records[t.path]["bytes"], sha256=records[t.path]["sha256"]) for t in ts]
+        counts = np.bincount(labels, minlength=len(source.class_names)).tolist()
+        splits[name] = SplitInfo(count=int(labels.shape[0]), shards=shards, class_counts=counts)
+    manifest = Manifest(
+        class_names=source.class_names, superclass_names=source.superclass_names,
+        class_to_superclass=source.class_to_superclass, channels=source.channels, image_size=source.image_size,
+        mean=source.mean, std=source.std, splits=splits, source=source.description, root=str(out.resolve()),
+    )
+    tmp = out / f"{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=1))
+    os.replace(tmp, out / MANIFEST_NAME)
+    return manifest
