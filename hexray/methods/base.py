@@ -1,0 +1,165 @@
+"""SSLMethod: backbone + heads + loss, composed. Shared pieces: input checks, embedding, global contrastive loss
+(InfoNCE or HEX), the auxiliary HEX term of non-contrastive methods, and momentum (EMA) target networks.
+
+Distributed layout (see hexray/distributed.py): contrastive losses gather the embeddings of all workers with
+gradient and every worker computes the *same* global loss, so HEX's threshold, its statistics and the negatives
+are those of the global batch, and DDP's averaged gradient equals the single-process gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hexray.distributed import gather_no_grad, gather_with_grad
+from hexray.losses import HexConfig, HEXLoss, LossOutput, info_nce
+from hexray.methods.settings import MethodConfig
+from hexray.models import BackboneConfig, SEMConfig, SEMHead, build_backbone
+
+
+def momentum_at(progress: float, base: float, final: float) -> float:
+    """EMA coefficient m = final − (final − base)·(1 + cos(π·progress))/2 (BYOL §3.2): base at 0, final at 1."""
+    if not (isinstance(progress, (int, float)) and 0.0 <= progress <= 1.0):
+        raise ValueError(f"progress must be a number in [0, 1], got {progress!r}")
+    return final - (final - base) * (1.0 + math.cos(math.pi * progress)) / 2.0
+
+
+def pair_layout(b: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices for cat(z1, z2) as both anchors and candidates: positive of row i is i ± B, self is i."""
+    idx = torch.arange(2 * b, device=device)
+    return (idx + b) % (2 * b), idx
+
+
+class SSLMethod(nn.Module):
+    """Base of every method. Subclasses build their heads in `__init__` and implement `compute`.
+
+    `forward(view1, view2, *, epoch, superclass=None) -> LossOutput` checks the inputs and calls `compute`.
+    `momentum_update(progress)` is called by the train loop after each optimizer step; it moves every target
+    network registered with `add_target` towards its online twin.
+    """
+
+    def __init__(
+        self, method: MethodConfig, backbone: BackboneConfig, hex: HexConfig, sem: SEMConfig, max_epochs: int
+    ) -> None:
+        super().__init__()
+        if not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}")
+        self.cfg, self.hex_cfg, self.sem_cfg = method, hex, sem
+        self.in_channels = backbone.in_channels
+        self.backbone, self.feature_dim = build_backbone(backbone)
+        self.hex_loss = HEXLoss(hex, max_epochs) if hex.enabled else None
+        self._targets: list[tuple[str, str]] = []
+        self.momentum = method.momentum_base
+
+    # ----------------------------------------------------------------- building blocks for subclasses
+    def make_sem(self, in_dim: int) -> tuple[SEMHead | None, int]:
+        """The optional SEM head after the projector, and the embedding width the loss then sees."""
+        if not self.sem_cfg.enabled:
+            return None, in_dim
+        head = SEMHead(in_dim, self.sem_cfg)
+        return head, head.output_dim
+
+    def add_target(self, online: str, target: str) -> None:
+        """Create `self.<target>` as a frozen copy of `self.<online>`, updated by EMA in `momentum_update`."""
+        net = copy.deepcopy(getattr(self, online))
+        for p in net.parameters():
+            p.requires_grad_(False)
+        setattr(self, target, net)
+        self._targets.append((online, target))
+
+    @torch.no_grad()
+    def momentum_update(self, progress: float) -> None:
+        """θ_target ← m·θ_target + (1 − m)·θ_online with m on the cosine schedule; no-op without a target."""
+        if not self._targets:
+            return
+        self.momentum = momentum_at(progress, self.cfg.momentum_base, self.cfg.momentum_final)
+        for online, target in self._targets:
+            t_params = list(getattr(self, target).parameters())
+            o_params = list(getattr(self, online).parameters())
+            torch._foreach_lerp_(t_params, o_params, 1.0 - self.momentum)  # fused t += (1 − m)(o − t)
+
+    def contrastive(
+        self,
+        anchors: torch.Tensor,
+        candidates: torch.Tensor,
+        positive_index: torch.Tensor,
+        self_index: torch.Tensor | None,
+        *,
+        epoch: int,
+        labels_anchor: torch.Tensor | None = None,
+        labels_candidates: torch.Tensor | None = None,
+    ) -> LossOutput:
+        """HEX when enabled (it falls back to InfoNCE during its warm-up), else InfoNCE with `method.temperature`."""
+        if self.hex_loss is not None:
+            return self.hex_loss(anchors, candidates, positive_index, self_index, epoch=epoch,
+                                 labels_anchor=labels_anchor, labels_candidates=labels_candidates)
+        return info_nce(anchors, candidates, positive_index, self_index, self.cfg.temperature, validate=False)
+
+    def global_pairs(
+        self, z1: torch.Tensor, z2: torch.Tensor, *, epoch: int, superclass: torch.Tensor | None
+    ) -> LossOutput:
+        """NT-Xent/HEX over the global batch: normalise, gather with gradient, anchors = candidates = cat(z1, z2)."""
+        z = torch.cat([gather_with_grad(F.normalize(z1, dim=1)), gather_with_grad(F.normalize(z2, dim=1))])
+        pos, self_idx = pair_layout(z.shape[0] // 2, z.device)
+        labels = None
+        if superclass is not None:
+            g = gather_no_grad(superclass)
+            labels = torch.cat([g, g])
+        return self.contrastive(z, z, pos, self_idx, epoch=epoch, labels_anchor=labels, labels_candidates=labels)
+
+    def with_hex_auxiliary(
+        self, base: LossOutput, z1: torch.Tensor, z2: torch.Tensor, *, epoch: int,
+        superclass: torch.Tensor | None,
+    ) -> LossOutput:
+        """L = α·L_HEX + (1 − α)·L_method on the projector outputs (non-contrastive methods, design/HEX.md).
+
+        During HEX's warm-up the method's own loss is used alone (`hex/active` = 0).
+        """
+        if self.hex_loss is None:
+            return base
+        if epoch < self.hex_cfg.warmup_epochs:
+            base.terms["hex/active"] = torch.zeros((), device=base.loss.device)
+            return base
+        aux = self.global_pairs(z1, z2, epoch=epoch, superclass=superclass)
+        alpha = self.hex_cfg.alpha
+        loss = alpha * aux.loss + (1.0 - alpha) * base.loss
+        return LossOutput(loss=loss, terms={**base.terms, **aux.terms}, features=base.features)
+
+    # ----------------------------------------------------------------- the public step
+    def forward(
+        self, view1: torch.Tensor, view2: torch.Tensor, *, epoch: int, superclass: torch.Tensor | None = None
+    ) -> LossOutput:
+        """Loss of one batch of two augmented views; `features` = backbone features of view 1 (not detached)."""
+        self._check_inputs(view1, view2, epoch, superclass)
+        return self.compute(view1, view2, epoch=epoch, superclass=superclass)
+
+    def compute(
+        self, view1: torch.Tensor, view2: torch.Tensor, *, epoch: int, superclass: torch.Tensor | None
+    ) -> LossOutput:
+        raise NotImplementedError
+
+    def _check_inputs(
+        self, view1: torch.Tensor, view2: torch.Tensor, epoch: int, superclass: torch.Tensor | None
+    ) -> None:
+        for name, v in (("view1", view1), ("view2", view2)):
+            if not isinstance(v, torch.Tensor) or v.dim() != 4 or not v.is_floating_point():
+                raise ValueError(f"{name} must be a float tensor of shape (B, C, H, W), got "
+                                 f"{getattr(v, 'shape', type(v))}")
+            if v.shape[1] != self.in_channels:
+                raise ValueError(f"{name} has {v.shape[1]} channels but backbone.in_channels is {self.in_channels}")
+        if view1.shape[0] != view2.shape[0]:
+            raise ValueError(f"view2 must hold as many images as view1 ({view1.shape[0]}), got {view2.shape[0]}")
+        if view1.shape[0] < 2:
+            raise ValueError(f"view1 must hold at least 2 images (BatchNorm, negatives), got {view1.shape[0]}")
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        if superclass is not None and (
+            not isinstance(superclass, torch.Tensor) or superclass.shape != (view1.shape[0],)
+            or superclass.is_floating_point()
+        ):
+            raise ValueError(f"superclass must be an integer tensor of shape ({view1.shape[0]},), got "
+                             f"{getattr(superclass, 'shape', superclass)}")
