@@ -106,7 +106,6 @@ def test_errors_of_several_sections_are_reported_together():
 def test_cross_section_checks():
     msg = _error({"data": {"batch_size": 100}, "scaling": {"num_workers": 3}})
     assert "data.batch_size (100) must be divisible by scaling.num_workers (3)" in msg
-    assert "fast.amp: 'bf16' requires scaling.use_gpu" in _error({"fast": {"amp": "bf16"}})
     assert "probe.knn_every_epochs" in _error({"probe": {"knn_every_epochs": 0}, "checkpoint": {"metric": "knn/top1"}})
     config_from_dict({"probe": {"knn_every_epochs": 0}, "checkpoint": {"metric": "loss", "mode": "min"}})
 
@@ -141,6 +140,8 @@ def test_mapping_overrides_keep_python_values_and_do_not_mutate_input():
     assert out == {"hex": {"beta": 2.0}, "probe": {"knn_k": 5}}
     assert base == {"hex": {"beta": 1.0}}
     assert load_config(None, {"run.epochs": 7}).run.epochs == 7
+    merged = apply_overrides({"hex": {"beta": 1.0, "alpha": 0.2}}, {"hex": {"beta": 2.0}})
+    assert merged == {"hex": {"beta": 2.0, "alpha": 0.2}}
 
 
 def test_bad_overrides_are_errors():
@@ -161,6 +162,10 @@ def test_file_errors_name_the_file(tmp_path):
     bad.write_text("hex: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_config(bad)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("hex:\n  beta: 1.0\nhex:\n  beta: 2.0\n")
+    with pytest.raises(ConfigError, match="duplicate key 'hex' \\(line 3\\)"):
+        load_config(twice)
     listy = tmp_path / "list.yaml"
     listy.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):

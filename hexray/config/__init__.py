@@ -68,10 +68,6 @@ class TrainConfig:
                 f"data.batch_size ({batch}) must be divisible by scaling.num_workers ({workers}): it is the global "
                 f"batch, split evenly over workers"
             )
-        if self.fast.gpu_augment and not self.scaling.use_gpu:
-            problems.append("fast.gpu_augment requires scaling.use_gpu: true")
-        if self.fast.amp == "bf16" and not self.scaling.use_gpu:
-            problems.append("fast.amp: 'bf16' requires scaling.use_gpu: true (use 'auto' or 'off' on CPU)")
         metric = self.checkpoint.metric
         if metric.startswith("knn/") and self.probe.knn_every_epochs == 0:
             problems.append(f"checkpoint.metric {metric!r} needs the kNN monitor: set probe.knn_every_epochs >= 1")

@@ -23,6 +23,19 @@ class ConfigLoader(yaml.SafeLoader):
     stay strings, so `fast.compile: off` means the string 'off', as the Literal expects)."""
 
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """A key written twice in one mapping is an error (PyYAML would silently keep the last one)."""
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 _BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 ConfigLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
@@ -83,8 +96,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | Mapping[
     """Return a copy of `data` with dotted-key overrides applied.
 
     `overrides` is a list of `key.path=value` strings (values YAML-parsed; an empty value is null) or a mapping of
-    dotted keys to Python values (as Tune passes them). Missing intermediate sections are created; whether a key
-    exists at all is checked later, by the typed binding, which suggests close names.
+    dotted keys to Python values (as Tune passes them). A mapping value is merged into an existing mapping, key by
+    key. Missing intermediate sections are created; whether a key exists at all is checked later, by the typed
+    binding, which suggests close names.
     """
     out = copy.deepcopy(dict(data))
     if isinstance(overrides, str):
@@ -103,5 +117,14 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | Mapping[
                 where = ".".join(parts[: depth + 1])
                 raise ConfigError(f"override {dotted!r}: {where} is a value ({child!r}), not a section")
             node = child
-        node[parts[-1]] = copy.deepcopy(value)
+        _merge(node, parts[-1], copy.deepcopy(value))
     return out
+
+
+def _merge(node: dict[str, Any], key: str, value: Any) -> None:
+    """Set node[key] = value, merging mappings key by key (`{"hex": {"beta": 2}}` keeps hex's other keys)."""
+    if isinstance(value, dict) and isinstance(node.get(key), dict):
+        for sub_key, sub_value in value.items():
+            _merge(node[key], sub_key, sub_value)
+    else:
+        node[key] = value
