@@ -1,0 +1,1 @@
+"""Ray Train orchestration: the per-worker loop, TorchTrainer assembly, checkpoints, online monitors."""

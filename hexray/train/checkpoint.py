@@ -1,0 +1,81 @@
+"""Checkpoint files of a run: `checkpoint_epochNNNN/state.pt` under the run directory (Ray Train writes them).
+
+state.pt = {"method": state_dict, "probe": state_dict | None, "optimizer", "scheduler", "epoch" (completed
+epochs), "step" (optimizer steps done), "config": plain dict, "nan_skips": int, "rng": CPU RNG state}.
+The method's state dict holds its target networks and queues (buffers), so MoCo/BYOL resume exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "state.pt"
+_EPOCH_RE = re.compile(r"checkpoint_epoch(\d+)$")
+
+
+def checkpoint_dir_name(epoch: int) -> str:
+    """Directory name Ray Train gives the checkpoint saved after `epoch` completed epochs."""
+    return f"checkpoint_epoch{epoch:04d}"
+
+
+def save_state(directory: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` to `directory/state.pt` (atomically: a crash never leaves a half-written file)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(directory / STATE_FILE)
+    return directory / STATE_FILE
+
+
+def load_state(ckpt_dir: str | Path) -> dict[str, Any]:
+    """The state dict saved in one checkpoint directory, tensors on CPU."""
+    path = Path(ckpt_dir).expanduser() / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {STATE_FILE} in checkpoint directory {ckpt_dir}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    missing = {"method", "epoch", "step", "config"} - set(state)
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {sorted(missing)}")
+    return state
+
+
+def find_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint directories of a run that hold a state file, oldest epoch first."""
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    found = []
+    for child in run_dir.iterdir():
+        match = _EPOCH_RE.match(child.name)
+        if match and (child / STATE_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_checkpoint(run_dir_or_ckpt: str | Path) -> Path:
+    """A checkpoint directory itself, or the latest checkpoint of a run directory."""
+    path = Path(run_dir_or_ckpt).expanduser()
+    if (path / STATE_FILE).is_file():
+        return path
+    checkpoints = find_checkpoints(path)
+    if not checkpoints:
+        raise FileNotFoundError(f"{path} holds no checkpoint (no checkpoint_epoch*/{STATE_FILE})")
+    return checkpoints[-1]
+
+
+def restore_method(run_dir_or_ckpt: str) -> tuple[Any, Any, int]:
+    """(SSLMethod on CPU in eval mode, its TrainConfig, completed epochs) from a run dir or checkpoint dir."""
+    from hexray.config import config_from_dict
+    from hexray.methods.registry import build_method
+
+    state = load_state(resolve_checkpoint(run_dir_or_ckpt))
+    cfg = config_from_dict(state["config"])
+    method = build_method(cfg.method, cfg.backbone, cfg.hex, cfg.sem, max_epochs=cfg.run.epochs)
+    method.load_state_dict(state["method"])
+    method.eval()
+    return method, cfg, int(state["epoch"])

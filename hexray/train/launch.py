@@ -1,0 +1,222 @@
+"""Driver side of a training run: start (or join) Ray, prepare the dataset, assemble the `TorchTrainer`, fit it,
+then score the result against baselines and write `summary.json`.
+
+Run directory = `{run.storage_path}/{run.name}/`: config.yaml, metrics.csv, placement.json, summary.json and Ray's
+`checkpoint_epochNNNN/state.pt`. Fitting again with the same storage_path and name resumes from the latest
+checkpoint (`ray.train.get_checkpoint()` in the loop), which is what `hexray train --resume RUN_DIR` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
+from hexray.train.loop import train_loop_per_worker
+from hexray.train.metrics import RunRecorder
+
+MONITOR_METRICS = ("knn/", "probe/online")
+TEST_HOOK_ENV = {"HEXRAY_TEST_CRASH_AFTER_EPOCH": "crash_after_epoch", "HEXRAY_TEST_NAN_AT_STEP": "nan_at_step"}
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    summary: dict[str, Any]
+
+
+def ensure_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS, or start a local Ray with at least 4 logical CPUs: Ray Data's
+    file-listing task needs one whole free CPU besides the fractional trainers."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(num_cpus=max(4, os.cpu_count() or 1), log_to_driver=True, include_dashboard=False)
+
+
+def auto_cpus_per_worker(num_workers: int) -> float:
+    """Whole CPUs on big nodes; a fraction on small machines so the data pipeline's map tasks still run."""
+    cpus = os.cpu_count() or 1
+    return 1.0 if cpus >= 8 else round(min(0.5, 1.0 / (2 * num_workers)), 3)
+
+
+def torch_threads(cpus_per_worker: float, num_workers: int) -> int:
+    """Intra-op threads per worker. Ray sets OMP_NUM_THREADS=1 for fractional CPUs; on a small local machine a
+    lone worker would then use one core of two, so fractional workers share the machine's cores instead."""
+    if cpus_per_worker >= 1:
+        return int(cpus_per_worker)
+    return max(1, (os.cpu_count() or 1) // num_workers)
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    return f"{cfg.method.name}-{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def resolve_run(cfg: TrainConfig, run_name: str | None, storage_path: str | None) -> tuple[TrainConfig, str]:
+    """Fill run.name / run.storage_path (absolute for local paths: Ray needs that) and return the run directory."""
+    storage = storage_path or cfg.run.storage_path
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    name = run_name or cfg.run.name or default_run_name(cfg)
+    cfg = replace(cfg, run=replace(cfg.run, name=name, storage_path=storage))
+    return cfg, f"{storage.rstrip('/')}/{name}"
+
+
+def _dataset_facts(cfg: TrainConfig) -> tuple[str, Any]:
+    from hexray.data.manifest import load_manifest
+    from hexray.data.registry import prepare_dataset
+
+    root = prepare_dataset(cfg.data.dataset, path=cfg.data.path, cache_dir=cfg.data.cache_dir, **cfg.data.options)
+    manifest = load_manifest(root)
+    for key, split in (("data.train_split", cfg.data.train_split), ("data.eval_split", cfg.data.eval_split)):
+        if split not in manifest.splits:
+            raise ConfigError(f"{key}: split {split!r} is not in dataset {cfg.data.dataset!r} "
+                              f"(it has {', '.join(sorted(manifest.splits))})")
+    return root, manifest
+
+
+def _check_monitor_metric(cfg: TrainConfig) -> None:
+    if cfg.checkpoint.metric.startswith(MONITOR_METRICS) and cfg.probe.knn_every_epochs == 0:
+        raise ConfigError(f"checkpoint.metric: {cfg.checkpoint.metric!r} needs probe.knn_every_epochs >= 1 "
+                          "(or choose checkpoint.metric: loss)")
+
+
+def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
+                  callbacks: list | None = None) -> TorchTrainer:
+    """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes."""
+    from hexray.data.pipeline import eval_dataset, train_dataset
+
+    _check_monitor_metric(cfg)
+    cfg, run_dir = resolve_run(cfg, run_name, storage_path)
+    root, manifest = _dataset_facts(cfg)
+    d = cfg.data
+    train_count = manifest.split(d.train_split).count
+    if d.limit_train:
+        train_count = min(train_count, d.limit_train)
+    if train_count < d.batch_size:
+        raise ConfigError(f"data.batch_size ({d.batch_size}) exceeds the {train_count} training images")
+    datasets = {"train": train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
+                                       seed=cfg.run.seed, shuffle_buffer=d.shuffle_buffer, limit=d.limit_train)}
+    if cfg.probe.knn_every_epochs > 0:
+        datasets["knn_bank"] = eval_dataset(root, split=d.train_split, image_size=d.image_size,
+                                            limit=cfg.probe.knn_train_limit)
+        datasets["knn_query"] = eval_dataset(root, split=d.eval_split, image_size=d.image_size,
+                                             limit=cfg.probe.knn_eval_limit)
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker or auto_cpus_per_worker(s.num_workers), **s.resources_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = s.gpus_per_worker
+    hooks = {key: int(os.environ[env]) for env, key in TEST_HOOK_ENV.items() if os.environ.get(env)}
+    if hooks.get("crash_after_epoch"):
+        hooks["crash_flag"] = os.environ.get("HEXRAY_TEST_CRASH_FLAG", f"{run_dir}.crashed")
+    Path(run_dir).mkdir(parents=True, exist_ok=True) if "://" not in run_dir else None
+    if "://" not in run_dir and not (Path(run_dir) / "config.yaml").exists():
+        save_config(cfg, Path(run_dir) / "config.yaml")
+    loop_config = {"cfg": config_to_dict(cfg), "num_classes": manifest.num_classes,
+                   "class_to_superclass": manifest.class_to_superclass, "train_count": train_count,
+                   "test_hooks": hooks, "torch_threads": torch_threads(resources["CPU"], s.num_workers)}
+    score = cfg.checkpoint.metric
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=s.placement_strategy),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=cfg.run.storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep, checkpoint_score_attribute=score,
+                                               checkpoint_score_order=cfg.checkpoint.mode),
+            failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+            callbacks=[RunRecorder(run_dir, cfg.run.epochs, cfg.run.progress), *(callbacks or [])],
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+
+
+def _placement(run_dir: str) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "placement.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _failure_message(err: Exception) -> str | None:
+    """The NaN guard's one-line message out of Ray's wrapped worker error, if that is what failed."""
+    for line in str(err).splitlines()[::-1]:
+        if "NonFiniteLossError:" in line:
+            return line.split("NonFiniteLossError:", 1)[1].strip()
+    return None
+
+
+def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval: bool = True) -> RunResult:
+    """Train (or continue the run in `resume_dir`), then write and return the summary.
+
+    With `resume_dir`, the run keeps its name and storage path, so Ray hands the loop its latest checkpoint.
+    """
+    from hexray.train.checkpoint import restore_method
+
+    if resume_dir is not None:
+        path = Path(resume_dir).expanduser().resolve()
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(f"--resume: {path} is not a run directory (no config.yaml)")
+        run_name, storage = path.name, str(path.parent)
+    else:
+        run_name, storage = None, None
+    ensure_ray()
+    cfg, run_dir = resolve_run(cfg, run_name, storage)
+    started = time.time()
+    trainer = build_trainer(cfg, run_name=cfg.run.name, storage_path=cfg.run.storage_path)
+    print(f"hexray train: run directory {run_dir}", flush=True)
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last checkpoint is kept: continue with  hexray train --resume {run_dir}",
+              flush=True)
+        raise
+    except Exception as err:  # Ray wraps worker errors; surface the NaN guard's message as a user error
+        message = _failure_message(err)
+        if message:
+            raise ValueError(message) from err
+        raise
+    if result.error is not None:
+        raise result.error
+    train_seconds = time.time() - started
+    summary: dict[str, Any] = {"run_dir": run_dir, "final_metrics": _plain(result.metrics or {}),
+                               "workers": _placement(run_dir), "train_seconds": round(train_seconds, 1)}
+    if result.checkpoint is not None:
+        summary["checkpoint"] = result.checkpoint.path
+    if final_eval:
+        method, cfg_used, epoch = restore_method(run_dir)
+        summary["epochs"] = epoch
+        summary["evaluation"] = _final_evaluation(method.backbone, cfg_used)
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    if "://" not in run_dir:
+        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+    return RunResult(run_dir=run_dir, summary=summary)
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not k.startswith("worker/")}
+
+
+def _final_evaluation(backbone: Any, cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    from hexray.data.pipeline import eval_dataset
+    from hexray.train.final_eval import evaluate_run, format_table
+
+    root, manifest = _dataset_facts(cfg)
+    d = cfg.data
+    train = eval_dataset(root, split=d.train_split, image_size=d.image_size, limit=d.limit_train)
+    test = eval_dataset(root, split=d.eval_split, image_size=d.image_size, limit=d.limit_eval)
+    results = evaluate_run(backbone, train, test, num_classes=manifest.num_classes,
+                           class_to_superclass=manifest.class_to_superclass, seed=cfg.run.seed)
+    print("\n" + format_table(results), flush=True)
+    return results

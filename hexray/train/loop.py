@@ -1,0 +1,206 @@
+"""`train_loop_per_worker`: the one training function Ray Train runs on every worker — 1 CPU, N GPUs or N nodes.
+
+It receives a plain dict (the config tree plus dataset facts computed once by the driver), builds the method,
+restores the latest checkpoint if Ray hands one over, and trains epoch by epoch, reporting metrics with
+`ray.train.report` (every `run.log_every_steps` steps and at each epoch end) and a checkpoint every
+`checkpoint.every_epochs` epochs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from hexray.train.checkpoint import checkpoint_dir_name, load_state, save_state
+from hexray.train.components import TrainModule, build_optimization, resolve_fast_path, state_digest
+from hexray.train.nan_guard import NanGuard
+from hexray.train.probes import KnnMonitor, OnlineProbe
+
+
+def _placement(rank: int) -> dict[str, Any]:
+    ctx = ray.get_runtime_context()
+    return {"worker/rank": rank, "worker/node_id": ctx.get_node_id(),
+            "worker/node_ip": ray.util.get_node_ip_address(), "worker/hostname": socket.gethostname()}
+
+
+def _load_eval_split(name: str) -> dict[str, torch.Tensor]:
+    """An unsplit eval dataset given to the trainer, materialised as CPU tensors (small: the monitor's limits)."""
+    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for batch in ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=1024, device="cpu"):
+        for key in ("image", "label", "superclass"):
+            parts[key].append(batch[key])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True if `flag` is true on any rank (so every rank takes the same branch and no collective hangs)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Train one worker's share. `config`: {"cfg": config dict, "num_classes", "class_to_superclass",
+    "train_count", "test_hooks": {...}} (built by `hexray.train.launch`)."""
+    from hexray.config import config_from_dict
+    from hexray.methods.registry import build_method
+
+    cfg = config_from_dict(config["cfg"])
+    hooks = config.get("test_hooks") or {}
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    fast = resolve_fast_path(cfg.fast, device)
+    torch.manual_seed(cfg.run.seed + rank)
+    if config.get("torch_threads"):
+        torch.set_num_threads(int(config["torch_threads"]))
+
+    num_classes, c2s = config["num_classes"], config.get("class_to_superclass")
+    num_super = (max(c2s) + 1) if c2s else 0
+    per_worker_batch = cfg.data.batch_size // world
+    steps_per_epoch = max(1, config["train_count"] // cfg.data.batch_size)
+    total_steps = steps_per_epoch * cfg.run.epochs
+
+    method = build_method(cfg.method, cfg.backbone, cfg.hex, cfg.sem, max_epochs=cfg.run.epochs)
+    probe = OnlineProbe(method.feature_dim, num_classes, num_super) if cfg.probe.online else None
+    module = TrainModule(method, probe)
+    optimizer, scheduler, base_lr = build_optimization(module, cfg, steps_per_epoch, world)
+
+    start_epoch, step, restored = 0, 0, {}
+    guard = NanGuard(cfg.run.on_nan, cfg.run.max_nan_skips)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = load_state(ckpt_dir)
+        method.load_state_dict(state["method"])
+        if probe is not None and state.get("probe") is not None:
+            probe.load_state_dict(state["probe"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        guard.skipped = int(state.get("nan_skips", 0))
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
+        restored = {"restored_epoch": start_epoch, "restored_step": step,
+                    "restored/optimizer_digest": state_digest(optimizer.state_dict()["state"]),
+                    "restored/scheduler_step": scheduler.last_epoch,
+                    "restored/method_digest": state_digest(method.state_dict())}
+
+    if fast.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if fast.compile:
+        method.backbone.forward = torch.compile(method.backbone.forward)
+    model = ray.train.torch.prepare_model(module)
+    inner: TrainModule = model.module if hasattr(model, "module") else model
+
+    monitor = None
+    if rank == 0 and cfg.probe.knn_every_epochs > 0:
+        monitor = KnnMonitor(_load_eval_split("knn_bank"), _load_eval_split("knn_query"), num_classes=num_classes,
+                             class_to_superclass=c2s, k=cfg.probe.knn_k, temperature=cfg.probe.knn_temperature)
+    shard = ray.train.get_dataset_shard("train")
+    placement = _placement(rank)
+    last_monitor: dict[str, float] = {}
+
+    for epoch in range(start_epoch, cfg.run.epochs):
+        model.train()
+        sums: dict[str, float] = defaultdict(float)
+        count, images, epoch_start = 0, 0, time.perf_counter()
+        train_time = 0.0
+        batches = shard.iter_torch_batches(batch_size=per_worker_batch, drop_last=True, prefetch_batches=2)
+        t0 = time.perf_counter()
+        for i, batch in enumerate(batches):
+            if i >= steps_per_epoch:
+                break
+            v1, v2 = batch["view1"], batch["view2"]
+            if fast.channels_last:
+                v1 = v1.contiguous(memory_format=torch.channels_last)
+                v2 = v2.contiguous(memory_format=torch.channels_last)
+            label, superclass = batch["label"], batch["superclass"]
+            if hooks.get("nan_at_step") == step + 1:
+                v1 = v1 * float("nan")
+            with fast.autocast(device):
+                out, probe_loss = model(v1, v2, label, superclass, epoch=epoch, use_superclass=num_super > 0)
+            ok = not _any_rank(not guard.check(out, step=step + 1, epoch=epoch + 1), device)
+            if ok:
+                loss = out.loss + (probe_loss if probe_loss is not None else 0.0)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(inner.method.parameters(), cfg.optim.grad_clip)
+                optimizer.step()
+                inner.method.momentum_update(min(1.0, (step + 1) / total_steps))
+                sums["loss"] += float(out.loss.detach())
+                for name, value in out.terms.items():
+                    sums[name] += float(value.detach().float().mean())
+                count += 1
+            scheduler.step()
+            step += 1
+            images += v1.shape[0] * world
+            now = time.perf_counter()
+            train_time += now - t0
+            if cfg.run.log_every_steps and step % cfg.run.log_every_steps == 0 and i + 1 < steps_per_epoch:
+                ray.train.report({**_means(sums, count), **restored, "epoch": epoch + 1, "step": step,
+                                  "epoch_end": 0, "lr": optimizer.param_groups[0]["lr"],
+                                  "images_per_s": images / max(train_time, 1e-9)})
+                restored = {}
+            t0 = time.perf_counter()
+
+        epoch_no = epoch + 1
+        metrics = {**_means(sums, count), **restored, "epoch": epoch_no, "step": step, "epoch_end": 1,
+                   "lr": optimizer.param_groups[0]["lr"], "images_per_s": images / max(train_time, 1e-9),
+                   "time/epoch_s": time.perf_counter() - epoch_start, "nan_skips": guard.skipped,
+                   "data/corrupt": _corrupt_count(), **placement}
+        restored = {}
+        if monitor is not None and (epoch_no % cfg.probe.knn_every_epochs == 0 or epoch_no == cfg.run.epochs):
+            last_monitor = monitor.evaluate(inner.method.backbone, inner.probe, device=device,
+                                            channels_last=fast.channels_last)
+        metrics.update(last_monitor)
+        metrics["time/epoch_s"] = time.perf_counter() - epoch_start
+        save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
+        _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
+        if hooks.get("crash_after_epoch") == epoch_no and rank == 0:
+            flag = Path(hooks["crash_flag"])
+            if not flag.exists():
+                flag.write_text(f"crashed after epoch {epoch_no}, step {step}\n")
+                os._exit(1)
+
+
+def _means(sums: dict[str, float], count: int) -> dict[str, float]:
+    return {k: v / count for k, v in sums.items()} if count else {}
+
+
+def _corrupt_count() -> int:
+    try:
+        from hexray.data.pipeline import corrupt_count
+    except ImportError:
+        return 0
+    return int(corrupt_count("train"))
+
+
+def _report(metrics: dict[str, Any], save: bool, epoch: int, step: int, module: TrainModule, optimizer: Any,
+            scheduler: Any, guard: NanGuard, cfg_dict: dict) -> None:
+    """Every rank reports (a barrier); rank 0 attaches `state.pt` when a checkpoint is due."""
+    if not save:
+        ray.train.report(metrics)
+        return
+    state = {"method": module.method.state_dict(),
+             "probe": module.probe.state_dict() if module.probe is not None else None,
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+             "step": step, "config": cfg_dict, "nan_skips": guard.skipped, "rng": torch.get_rng_state()}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_state(tmp, state)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=checkpoint_dir_name(epoch))

@@ -1,0 +1,44 @@
+"""Stop (or skip) a step whose loss is NaN/inf, naming the step and the first bad term."""
+
+from __future__ import annotations
+
+import torch
+
+from hexray.losses.base import LossOutput
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss went NaN/inf; the message names the step and the offending term."""
+
+
+def first_bad_term(output: LossOutput) -> str | None:
+    """Name of the first non-finite term (terms first, so the culprit is named, then `loss`), or None."""
+    for name, value in output.terms.items():
+        if not bool(torch.isfinite(value.detach()).all()):
+            return name
+    if not bool(torch.isfinite(output.loss.detach()).all()):
+        return "loss"
+    return None
+
+
+class NanGuard:
+    """Per-step check. policy `stop` raises; `skip` counts the step as skipped, up to `max_skips` in total."""
+
+    def __init__(self, policy: str = "stop", max_skips: int = 10, skipped: int = 0) -> None:
+        if policy not in ("stop", "skip"):
+            raise ValueError(f"run.on_nan must be 'stop' or 'skip', got {policy!r}")
+        self.policy, self.max_skips, self.skipped = policy, max_skips, skipped
+
+    def check(self, output: LossOutput, *, step: int, epoch: int) -> bool:
+        """True when the step may proceed; False when it must be skipped; raises when the run must stop."""
+        bad = first_bad_term(output)
+        if bad is None:
+            return True
+        value = output.terms.get(bad, output.loss).detach().float().mean().item()
+        where = f"non-finite loss at step {step} (epoch {epoch}): term {bad!r} = {value}"
+        if self.policy == "stop":
+            raise NonFiniteLossError(f"{where}; lower optim.lr, set optim.grad_clip, or run.on_nan=skip")
+        self.skipped += 1
+        if self.skipped > self.max_skips:
+            raise NonFiniteLossError(f"{where}; more than run.max_nan_skips={self.max_skips} skipped steps")
+        return False
