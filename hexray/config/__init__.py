@@ -1,8 +1,8 @@
 """`hexray.config`: the typed training config — YAML (+ `--set key=value`) mapped onto one tree of dataclasses.
 
 Validated once, before anything starts: an unknown key (with a close-name suggestion), a wrong type or an
-impossible value raises `ConfigError`, whose message names the dotted key path and the allowed values. Pure
-Python: no torch, no Ray, so the CLI can reject a bad config instantly.
+impossible value raises `ConfigError`, whose message names the dotted key path and the allowed values. No Ray;
+torch is imported only through the method registry (to check `method.name` against the registered methods).
 
     cfg = load_config("my.yaml", ["hex.local_weight=0.5", "scaling.use_gpu=true"])
     save_config(cfg, "run/config.yaml")   # load_config("run/config.yaml") gives an equal config
@@ -10,6 +10,7 @@ Python: no torch, no Ray, so the CLI can reject a bad config instantly.
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from hexray.config.sections import (
 )
 from hexray.config.yaml_io import apply_overrides, dump_yaml, parse_yaml, read_yaml_mapping
 from hexray.losses.settings import HexConfig
-from hexray.methods import settings as method_settings
+from hexray.methods import METHODS  # importing the package registers every method
 from hexray.methods.settings import MethodConfig
 from hexray.models.settings import BackboneConfig, SEMConfig
 
@@ -73,9 +74,10 @@ class TrainConfig:
             problems.append(f"checkpoint.metric {metric!r} needs the kNN monitor: set probe.knn_every_epochs >= 1")
         if metric.startswith("probe/") and not self.probe.online:
             problems.append(f"checkpoint.metric {metric!r} needs the online probe: set probe.online: true")
-        method_names = getattr(method_settings, "METHOD_NAMES", None)
-        if method_names and self.method.name not in method_names:
-            problems.append(f"method.name must be one of {', '.join(method_names)}; got {self.method.name!r}")
+        if self.method.name not in METHODS:
+            close = difflib.get_close_matches(self.method.name, list(METHODS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"method.name must be one of {', '.join(sorted(METHODS))}; got {self.method.name!r}{hint}")
         if problems:
             raise ConfigError(problems)
         if self.hex.enabled and self.hex.warmup_epochs >= self.run.epochs:
