@@ -1,0 +1,209 @@
+"""The Ray Data pipeline: Parquet shards → decode → two augmented views (train) or a centre crop (eval).
+
+- Reading: `read_parquet` over the manifest's shard files, local or on any pyarrow filesystem (s3://, gs://).
+  Train reads shuffle the *file order* every epoch: `FileShuffleConfig(seed, reseed_after_execution=True)` reseeds
+  with Ray's execution index, i.e. once per pass over the dataset (tested). Rows inside a shard were permuted once
+  at write time. For row-level mixing across shards the CONSUMER adds a local shuffle buffer:
+  `shard.iter_torch_batches(batch_size=..., local_shuffle_buffer_size=LOCAL_SHUFFLE_BUFFER)` (config:
+  `data.shuffle_buffer`); it costs memory on the training worker, not in the object store.
+- Decode + augment run batch-wise in `map_batches` tasks on CPU with a small fractional CPU request, so training
+  workers holding 0.25–0.5 CPU on a 2-core machine can always be scheduled beside them. Each batch: decode every
+  image (corrupt ones dropped and counted), stack, then `gpu_augment.augment_view` twice on the whole batch
+  (the recipes of `gpu_augment.two_views`, normalised with the manifest's mean/std and keeping its channels).
+- Determinism: each batch's generator is seeded from (seed, epoch, the batch's ids), so a given seed reproduces
+  the same views for the same batch composition (fixed by the shard layout when shards hold ≥ batch_size rows).
+- Memory: Ray Data streams with backpressure; batch rows are capped so one output block stays ~32 MB.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+from typing import Any
+
+import numpy as np
+
+from hexray.data.manifest import Manifest, filesystem, join, load_manifest, verify_shards
+
+LOCAL_SHUFFLE_BUFFER = 4096
+COUNTERS_NAME = "hexray-data-counters"
+COUNTERS_NAMESPACE = "hexray"
+_BLOCK_BYTES = 32 * 2**20
+COLUMNS = ["id", "image", "label", "superclass"]
+
+
+def data_key(root: str, split: str) -> str:
+    """The key under which corrupt samples of (root, split) are counted; pass it to `corrupt_count`."""
+    return f"{root.rstrip('/')}::{split}"
+
+
+@functools.cache
+def _counters_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class DataCounters:
+        """Counts dropped samples per dataset key, across all map tasks of all pipelines."""
+
+        def __init__(self) -> None:
+            self.counts: dict[str, int] = {}
+
+        def add(self, key: str, n: int) -> int:
+            self.counts[key] = self.counts.get(key, 0) + n
+            return self.counts[key]
+
+        def get(self, key: str) -> int:
+            return self.counts.get(key, 0)
+
+    return DataCounters
+
+
+def _counters_actor():
+    return _counters_class().options(name=COUNTERS_NAME, namespace=COUNTERS_NAMESPACE, get_if_exists=True).remote()
+
+
+def _record_corrupt(key: str, n: int) -> None:
+    import ray
+
+    ray.get(_counters_actor().add.remote(key, n))
+
+
+def corrupt_count(key: str) -> int:
+    """Samples dropped so far as undecodable under `key` (see `data_key`); 0 when none were."""
+    import ray
+
+    try:
+        actor = ray.get_actor(COUNTERS_NAME, namespace=COUNTERS_NAMESPACE)
+    except ValueError:
+        return 0
+    return int(ray.get(actor.get.remote(key)))
+
+
+def _epoch() -> int:
+    """This pass's index over the dataset (Ray's execution index, carried to tasks in the DataContext)."""
+    import ray.data
+
+    return int(getattr(ray.data.DataContext.get_current(), "_execution_idx", 0))
+
+
+def batch_generator(seed: int, epoch: int, ids: np.ndarray):
+    import torch
+
+    digest = hashlib.blake2b(struct.pack("<qq", seed, epoch) + np.ascontiguousarray(ids).tobytes(),
+                             digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+def _kept(batch: dict[str, np.ndarray], ok: np.ndarray, key: str) -> dict[str, np.ndarray]:
+    dropped = int((~ok).sum())
+    if dropped:
+        _record_corrupt(key, dropped)
+    return {k: np.asarray(batch[k])[ok].astype(np.int64) for k in ("label", "superclass", "id")}
+
+
+def two_view_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, recipe: str, image_size: int,
+                   seed: int, mean: list[float], std: list[float]) -> dict[str, np.ndarray]:
+    """map_batches UDF: encoded rows → `view1`, `view2` (float32 N×C×S×S), `label`, `superclass`, `id`."""
+    import torch
+
+    from hexray.data.decode import decode_batch
+    from hexray.data.gpu_augment import RECIPES, augment_view, pad_to_batch
+
+    images, ok = decode_batch(batch["image"], channels)
+    out = _kept(batch, ok, key)
+    if not images:
+        empty = np.zeros((0, channels, image_size, image_size), dtype=np.float32)
+        return {"view1": empty, "view2": empty.copy(), **out}
+    if all(im.shape == images[0].shape for im in images):
+        x = torch.stack(images)
+        sizes = torch.tensor([list(x.shape[-2:])], dtype=torch.float32).expand(len(images), 2)
+    else:
+        x, sizes = pad_to_batch(images)
+    if channels == 1:  # the recipes work on RGB; a grey image stays grey through them, so keep one channel
+        x, mean, std = x.expand(-1, 3, -1, -1), mean * 3, std * 3
+    gen = batch_generator(seed, _epoch(), out["id"])
+    first, second = RECIPES[recipe]
+    views = [augment_view(x, sizes, r, output_size=image_size, mean=tuple(mean), std=tuple(std), generator=gen)
+             for r in (first, second)]
+    views = [v[:, :channels].contiguous().numpy() for v in views]
+    return {"view1": views[0], "view2": views[1], **out}
+
+
+def eval_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, image_size: int, crop_fraction: float,
+               mean: list[float], std: list[float]) -> dict[str, np.ndarray]:
+    """map_batches UDF: encoded rows → `image` (float32 N×C×S×S, resized + centre-cropped), labels, ids."""
+    import torch
+
+    from hexray.data.decode import decode_batch, resize_center_crop
+
+    images, ok = decode_batch(batch["image"], channels)
+    out = _kept(batch, ok, key)
+    if not images:
+        return {"image": np.zeros((0, channels, image_size, image_size), dtype=np.float32), **out}
+    x = torch.stack([resize_center_crop(im, image_size, crop_fraction) for im in images]) / 255.0
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return {"image": ((x - m) / s).numpy(), **out}
+
+
+def _rows_per_batch(channels: int, image_size: int, views: int) -> int:
+    per_row = views * channels * image_size * image_size * 4
+    return int(max(8, min(256, _BLOCK_BYTES // per_row)))
+
+
+def _read(manifest: Manifest, split: str, *, shuffle_seed: int | None, read_cpus: float):
+    import ray.data
+
+    fs, base = filesystem(manifest.root)
+    paths = [join(base, s.file) for s in manifest.split(split).shards]
+    shuffle = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed)
+    return ray.data.read_parquet(paths, filesystem=fs, columns=COLUMNS, shuffle=shuffle, num_cpus=read_cpus)
+
+
+def _open(root: str | Manifest, split: str, verify: str) -> Manifest:
+    manifest = root if isinstance(root, Manifest) else load_manifest(root)
+    verify_shards(manifest, split, verify)
+    return manifest
+
+
+def train_dataset(root: str | Manifest, *, split: str = "train", recipe: str = "simclr", image_size: int,
+                  seed: int, limit: int | None = None, num_cpus: float = 0.5, batch_rows: int | None = None,
+                  verify: str = "rows", key: str | None = None) -> Any:
+    """Two-view training dataset (`ray.data.Dataset`) over a shard root; checks the shards before returning.
+
+    verify: "size" (stat each shard), "rows" (also Parquet footers, the default), "checksum" (also sha256).
+    Corrupt images are dropped and counted under `key` (default `data_key(root, split)`).
+    """
+    from hexray.data.gpu_augment import RECIPES
+
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+    manifest = _open(root, split, verify)
+    key = key or data_key(manifest.root, split)
+    _counters_actor()  # created by the driver, so it lives as long as the run
+    ds = _read(manifest, split, shuffle_seed=seed, read_cpus=num_cpus)
+    if limit is not None:
+        ds = ds.limit(limit)
+    kwargs = dict(key=key, channels=manifest.channels, recipe=recipe, image_size=image_size, seed=seed,
+                  mean=list(manifest.mean), std=list(manifest.std))
+    rows = batch_rows or _rows_per_batch(manifest.channels, image_size, views=2)
+    return ds.map_batches(two_view_batch, fn_kwargs=kwargs, batch_size=rows, batch_format="numpy",
+                          num_cpus=num_cpus)
+
+
+def eval_dataset(root: str | Manifest, *, split: str, image_size: int, limit: int | None = None,
+                 num_cpus: float = 0.5, crop_fraction: float | None = None, verify: str = "rows",
+                 key: str | None = None) -> Any:
+    """Eval dataset: `image` resized and centre-cropped (crop fraction 0.875 from 64 px up, else 1), in file order."""
+    manifest = _open(root, split, verify)
+    key = key or data_key(manifest.root, split)
+    _counters_actor()
+    ds = _read(manifest, split, shuffle_seed=None, read_cpus=num_cpus)
+    if limit is not None:
+        ds = ds.limit(limit)
+    fraction = crop_fraction if crop_fraction is not None else (0.875 if image_size >= 64 else 1.0)
+    kwargs = dict(key=key, channels=manifest.channels, image_size=image_size, crop_fraction=fraction,
+                  mean=list(manifest.mean), std=list(manifest.std))
+    rows = _rows_per_batch(manifest.channels, image_size, views=1)
+    return ds.map_batches(eval_batch, fn_kwargs=kwargs, batch_size=rows, batch_format="numpy", num_cpus=num_cpus)
