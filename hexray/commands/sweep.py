@@ -1,14 +1,80 @@
-"""`hexray sweep` (placeholder until its issue lands)."""
+"""`hexray sweep SWEEP.yaml` runs a Ray Tune search over the training config; `--resume DIR` continues one.
+
+The whole sweep (YAML, base config, every searched key and value) is validated before Ray starts. Results land in
+the experiment directory: `sweep_results.csv/.parquet`, `best_config.yaml` (runs with `hexray train`), PNG plots.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sweep", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "sweep",
+        help="search HEX / method settings with Ray Tune",
+        description="Run a Ray Tune sweep described by a sweep YAML (see sweeps/), or resume one.",
+    )
+    parser.add_argument("sweep_file", nargs="?", help="sweep YAML, e.g. sweeps/smoke.yaml")
+    parser.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted sweep")
+    parser.add_argument("--retry-failed", action="store_true", help="with --resume: run failed trials again")
+    parser.add_argument("--report", metavar="EXPERIMENT_DIR", help="only rewrite table, best config and plots")
+    parser.add_argument("--storage-path", help="override the sweep's storage_path")
+    parser.add_argument("--name", help="override the sweep's name (the experiment directory's name)")
+    parser.add_argument("--num-cpus", type=float, help="logical CPUs for a local Ray (default: max(4, cores))")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3), help="Tune's progress output level")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("hexray sweep is not available yet")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # before anything imports ray.train
+    from hexray.cli import UserError
+    from hexray.tune import runner
+
+    chosen = [x for x in (args.sweep_file, args.resume, args.report) if x]
+    if len(chosen) != 1:
+        raise UserError("give exactly one of SWEEP_FILE, --resume EXPERIMENT_DIR or --report EXPERIMENT_DIR")
+    if args.sweep_file:
+        from hexray.tune.spec import load_sweep
+
+        prepared = runner.prepare_sweep(load_sweep(args.sweep_file), storage_path=args.storage_path, name=args.name)
+    else:
+        prepared = runner.load_prepared(args.resume or args.report)
+    _ensure_ray(args.num_cpus)
+    if args.report:
+        from ray import tune
+
+        results = tune.Tuner.restore(str(prepared.experiment_dir), trainable=runner._trainable(
+            prepared, runner.DEFAULT_BUILDER, runner.INIT_CHECKPOINT_KEY)).get_results()
+    elif args.resume:
+        results = runner.resume_sweep(prepared, restart_errored=args.retry_failed)
+    else:
+        results = runner.run_sweep(prepared, verbose=args.verbose)
+    print(write_outputs(results, prepared))
+    return 0
+
+
+def write_outputs(results, prepared) -> str:
+    """Table, best config, plots; returns the terminal summary."""
+    from hexray.tune.plots import write_plots
+    from hexray.tune.results import report_results, summarize
+
+    spec = prepared.spec
+    report = report_results(results, spec, prepared.base, prepared.experiment_dir)
+    plots = write_plots(report.table, report.curves, spec.searched_keys(), spec.metric, prepared.experiment_dir)
+    return summarize(report, spec) + "\nplots: " + ", ".join(str(Path(p).name) for p in plots)
+
+
+def _ensure_ray(num_cpus: float | None) -> None:
+    """Attach to RAY_ADDRESS if set, else start a local Ray with more logical than physical CPUs on small machines
+    (Ray Data's listing task needs a whole free CPU next to the fractional trainers)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1))

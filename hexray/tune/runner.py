@@ -1,0 +1,176 @@
+"""Assemble and run the Tuner for a sweep, or continue an interrupted one from its experiment directory.
+
+Everything a resume needs is written into the experiment directory before the first trial (`sweep.yaml` with
+absolute paths, `sweep_base.yaml` = the validated base config), so `--resume DIR` does not depend on the cwd.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hexray.tune.driver import DEFAULT_BUILDER, INIT_CHECKPOINT_KEY, TrialSetup, run_trial
+from hexray.tune.space import pbt_mutations, to_tune_space, validate_space
+from hexray.tune.spec import SweepError, SweepSpec, sweep_from_dict
+
+SWEEP_FILE = "sweep.yaml"
+BASE_FILE = "sweep_base.yaml"
+
+
+@dataclass
+class PreparedSweep:
+    """A validated sweep: its spec, the base config mapping (fixed overrides applied) and where it writes."""
+
+    spec: SweepSpec
+    base: dict[str, Any]
+    experiment_dir: Path
+
+
+def prepare_sweep(
+    spec: SweepSpec, *, storage_path: str | None = None, name: str | None = None, init_key: str = INIT_CHECKPOINT_KEY
+) -> PreparedSweep:
+    """Validate everything that can be checked without Ray: base config, every searched key/value, the extras."""
+    from hexray.config import apply_overrides, config_from_dict, default_config_path
+    from hexray.config.yaml_io import read_yaml_mapping
+
+    base_path = spec.base_config or default_config_path()
+    base = read_yaml_mapping(base_path)
+    validate_space(spec, base, apply_overrides=apply_overrides, config_from_dict=config_from_dict)
+    if spec.search.algorithm == "optuna" and importlib.util.find_spec("optuna") is None:
+        raise SweepError("search.algorithm: 'optuna' needs the optuna package: pip install 'hexray[optuna]'")
+    if spec.scheduler.kind == "pbt":
+        _check_init_key(base, init_key, apply_overrides, config_from_dict)
+    experiment_dir = Path(storage_path or spec.storage_path).expanduser().resolve() / (name or spec.name)
+    return PreparedSweep(spec=spec, base=apply_overrides(base, spec.overrides), experiment_dir=experiment_dir)
+
+
+def _check_init_key(
+    base: Mapping[str, Any], init_key: str, apply_overrides: Callable, config_from_dict: Callable
+) -> None:
+    """PBT restarts trials from other trials' checkpoints through `init_key`: the config must accept it."""
+    try:
+        config_from_dict(apply_overrides(base, {init_key: "/nonexistent/checkpoint"}))
+    except ValueError as err:
+        raise SweepError(
+            f"scheduler.kind: 'pbt' needs the training config key {init_key} (a checkpoint to start from): {err}"
+        ) from err
+
+
+def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = DEFAULT_BUILDER,
+                init_key: str = INIT_CHECKPOINT_KEY, verbose: int = 1) -> Any:
+    """The `tune.Tuner` of a sweep: driver trainable with a tiny resource, param space, scheduler, search alg."""
+    from ray import tune
+
+    spec = prepared.spec
+    return tune.Tuner(
+        _trainable(prepared, builder, init_key),
+        param_space=to_tune_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent_trials,
+            scheduler=_scheduler(spec),
+            search_alg=_search_alg(spec),
+        ),
+        run_config=tune.RunConfig(
+            name=prepared.experiment_dir.name,
+            storage_path=str(prepared.experiment_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=spec.trial.max_failures),
+            verbose=verbose,
+        ),
+    )
+
+
+def _trainable(prepared: PreparedSweep, builder: str | Callable[..., Any], init_key: str) -> Any:
+    from ray import tune
+
+    setup = TrialSetup(
+        base=prepared.base,
+        experiment_dir=str(prepared.experiment_dir),
+        forward_checkpoints=prepared.spec.scheduler.kind == "pbt",
+        builder=builder,
+        init_key=init_key,
+    )
+    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), prepared.spec.trial.driver_resources)
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    s = spec.scheduler
+    if s.kind == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration", max_t=s.max_t, grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
+    if s.kind == "pbt":
+        return PopulationBasedTraining(
+            time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
+            hyperparam_mutations=pbt_mutations(spec), quantile_fraction=s.quantile_fraction,
+            resample_probability=s.resample_probability,
+        )
+    return FIFOScheduler()
+
+
+def _search_alg(spec: SweepSpec) -> Any:
+    if spec.search.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=spec.search.seed)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=spec.search.seed)
+
+
+def write_sweep_files(prepared: PreparedSweep) -> None:
+    """Store the sweep (paths made absolute) and the base config in the experiment dir, for `--resume`."""
+    prepared.experiment_dir.mkdir(parents=True, exist_ok=True)
+    raw = dict(prepared.spec.raw)
+    raw["name"] = prepared.experiment_dir.name
+    raw["storage_path"] = str(prepared.experiment_dir.parent)
+    raw["base_config"] = str(prepared.experiment_dir / BASE_FILE)
+    raw.pop("overrides", None)
+    raw.pop("scaling", None)  # both already applied to the stored base config
+    (prepared.experiment_dir / BASE_FILE).write_text(yaml.safe_dump(prepared.base, sort_keys=False))
+    (prepared.experiment_dir / SWEEP_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def load_prepared(experiment_dir: str | Path, *, init_key: str = INIT_CHECKPOINT_KEY) -> PreparedSweep:
+    """The PreparedSweep stored in an experiment dir by `write_sweep_files`."""
+    experiment_dir = Path(experiment_dir).expanduser().resolve()
+    sweep_file = experiment_dir / SWEEP_FILE
+    if not sweep_file.is_file():
+        raise FileNotFoundError(f"not a hexray sweep directory (no {SWEEP_FILE}): {experiment_dir}")
+    spec = sweep_from_dict(yaml.safe_load(sweep_file.read_text()), source=sweep_file)
+    return prepare_sweep(spec, storage_path=str(experiment_dir.parent), name=experiment_dir.name, init_key=init_key)
+
+
+def run_sweep(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = DEFAULT_BUILDER,
+              init_key: str = INIT_CHECKPOINT_KEY, verbose: int = 1) -> Any:
+    """Run every trial; returns Tune's ResultGrid (failed trials included, with their errors)."""
+    write_sweep_files(prepared)
+    return build_tuner(prepared, builder=builder, init_key=init_key, verbose=verbose).fit()
+
+
+def resume_sweep(prepared: PreparedSweep, *, restart_errored: bool = False,
+                 builder: str | Callable[..., Any] = DEFAULT_BUILDER, init_key: str = INIT_CHECKPOINT_KEY) -> Any:
+    """Continue an interrupted sweep: finished trials are kept, unfinished ones resume (from their last
+    checkpoint when they have one); failed trials stay failed unless `restart_errored`."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(str(prepared.experiment_dir)):
+        raise FileNotFoundError(f"no Tune experiment state to resume in {prepared.experiment_dir}")
+    tuner = tune.Tuner.restore(
+        str(prepared.experiment_dir),
+        trainable=_trainable(prepared, builder, init_key),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=restart_errored,
+    )
+    return tuner.fit()

@@ -1,0 +1,130 @@
+"""Map a sweep's search space onto Ray Tune domains, and a trial's Tune config back onto dotted config keys.
+
+Tune configs are flat at the top (one entry per dotted key, e.g. `"hex.quantile"`), so results and PBT address
+keys exactly as the training config names them. A conditional choice becomes `tune.choice` over dicts
+`{"_value": V, "<sub.key>": domain, ...}`; Tune resolves the nested domains of the option it picks, and
+`flatten_trial_config` turns the option back into `{key: V, sub.key: value}` at trial start.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hexray.tune.spec import Branch, ParamSpec, SweepError, SweepSpec
+
+VALUE_KEY = "_value"
+
+
+def to_tune_space(spec: SweepSpec) -> dict[str, Any]:
+    """The Tuner's `param_space`. With `search.algorithm: grid`, every `choice` is enumerated as a grid too."""
+    from ray import tune
+
+    as_grid = spec.search.algorithm == "grid"
+    space = {key: _domain(param, as_grid, tune) for key, param in spec.space.items()}
+    for key, param in spec.scheduler.hyperparam_mutations.items():
+        space.setdefault(key, _domain(param, False, tune))  # PBT perturbs keys that must also have a start value
+    return space
+
+
+def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
+    """`hyperparam_mutations` for PopulationBasedTraining, keyed like the param space."""
+    from ray import tune
+
+    return {key: _domain(param, False, tune) for key, param in spec.scheduler.hyperparam_mutations.items()}
+
+
+def _domain(param: ParamSpec, as_grid: bool, tune: Any) -> Any:
+    if param.kind == "uniform":
+        return tune.uniform(param.low, param.high)
+    if param.kind == "loguniform":
+        return tune.loguniform(param.low, param.high)
+    if param.kind == "randint":
+        return tune.randint(param.low, param.high)
+    if as_grid or param.kind == "grid":
+        options = [option for branch in param.branches for option in _expand_branch(branch)]
+        return tune.grid_search(options)
+    if param.is_conditional:
+        return tune.choice([_branch_option(branch, tune) for branch in param.branches])
+    return tune.choice([branch.value for branch in param.branches])
+
+
+def _branch_option(branch: Branch, tune: Any) -> dict[str, Any]:
+    return {VALUE_KEY: branch.value, **{k: _domain(p, False, tune) for k, p in branch.space.items()}}
+
+
+def _expand_branch(branch: Branch) -> list[Any]:
+    """Grid enumeration of one option: the plain value, or one dict per combination of its sub-space's values."""
+    if not branch.space:
+        return [branch.value]
+    keys = list(branch.space)
+    value_lists = [[option for b in branch.space[k].branches for option in _expand_branch(b)] for k in keys]
+    return [{VALUE_KEY: branch.value, **dict(zip(keys, combo, strict=True))}
+            for combo in itertools.product(*value_lists)]
+
+
+def flatten_trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's Tune config as `{dotted.key: value}` overrides (conditional options unfolded)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and VALUE_KEY in value:
+            out[key] = value[VALUE_KEY]
+            out.update(flatten_trial_config({k: v for k, v in value.items() if k != VALUE_KEY}))
+        else:
+            out[key] = value
+    return out
+
+
+def candidate_assignments(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Assignments that together touch every searched key and every value a trial can draw (ranges: both ends).
+
+    Each assignment sets one key (plus the choices its conditional parents need), so a failure names one key.
+    """
+    out = _assignments(spec.space, {})
+    out.extend(_assignments(spec.scheduler.hyperparam_mutations, {}))
+    return out
+
+
+def _assignments(space: Mapping[str, ParamSpec], parents: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for key, param in space.items():
+        if param.kind in ("choice", "grid"):
+            for branch in param.branches:
+                here = {**parents, key: branch.value}
+                out.append(here)
+                out.extend(_assignments(branch.space, here))
+        else:
+            high = param.high - 1 if param.kind == "randint" else param.high
+            out.extend({**parents, key: value} for value in (param.low, high))
+    return out
+
+
+def validate_space(
+    spec: SweepSpec,
+    base: Mapping[str, Any],
+    *,
+    apply_overrides: Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]],
+    config_from_dict: Callable[[Mapping[str, Any]], Any],
+) -> None:
+    """Fail before any trial starts if a searched key or value does not fit the training config tree.
+
+    `base` is the base config mapping; the fixed overrides are checked first, then each candidate assignment.
+    """
+    try:
+        config_from_dict(apply_overrides(base, spec.overrides))
+    except ValueError as err:
+        raise SweepError(f"overrides: the base config with the sweep's overrides is invalid: {err}") from err
+    for assignment in candidate_assignments(spec):
+        key, value = list(assignment.items())[-1]
+        try:
+            config_from_dict(apply_overrides(base, {**spec.overrides, **assignment}))
+        except ValueError as err:
+            where = _where(spec, key)
+            raise SweepError(f"{where}: value {value!r} does not fit the training config: {err}") from err
+
+
+def _where(spec: SweepSpec, key: str) -> str:
+    if key in spec.scheduler.hyperparam_mutations and key not in spec.space:
+        return f"scheduler.hyperparam_mutations.{key}"
+    return f"space.{key}"

@@ -1,0 +1,357 @@
+"""The sweep YAML as typed dataclasses, checked key by key so that every error names the offending key.
+
+A sweep names a base training config, fixed overrides, a search space over dotted config keys, the metric to
+optimise and how Tune schedules and searches. Parsing is pure (no Ray): `load_sweep` is cheap enough for `--help`
+paths and unit tests. Whether the searched keys exist in the training config is checked by `space.validate_space`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+SCHEDULERS = ("fifo", "asha", "pbt")
+ALGORITHMS = ("random", "grid", "optuna")
+MODES = ("max", "min")
+DEFAULT_METRIC = "probe/online_top1"
+TOP_LEVEL_KEYS = (
+    "name", "base_config", "overrides", "scaling", "metric", "mode", "num_samples", "max_concurrent_trials",
+    "storage_path", "search", "scheduler", "space", "trial",
+)
+
+
+class SweepError(ValueError):
+    """A sweep file is invalid; the message starts with the sweep key (and file) at fault."""
+
+
+@dataclass
+class Branch:
+    """One option of a `choice`/`grid`: its value and, for conditional choices, the keys searched only with it."""
+
+    value: Any
+    space: dict[str, ParamSpec] = field(default_factory=dict)
+
+
+@dataclass
+class ParamSpec:
+    """One searched key. `kind` is a DISTRIBUTIONS name; `branches` for choice/grid, `low`/`high` otherwise."""
+
+    key: str
+    kind: str
+    branches: list[Branch] = field(default_factory=list)
+    low: float | int | None = None
+    high: float | int | None = None
+
+    @property
+    def is_conditional(self) -> bool:
+        return any(branch.space for branch in self.branches)
+
+
+@dataclass
+class SearchSpec:
+    algorithm: str = "random"
+    seed: int | None = None
+
+
+@dataclass
+class SchedulerSpec:
+    """Trial scheduler. ASHA stops weak trials early; PBT copies strong trials' checkpoints and perturbs their keys."""
+
+    kind: str = "fifo"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    max_t: int = 100
+    perturbation_interval: int = 1
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+    hyperparam_mutations: dict[str, ParamSpec] = field(default_factory=dict)
+
+
+@dataclass
+class TrialSpec:
+    """How each trial's driver runs: its tiny resource request (drivers only wait on their trainer) and retries."""
+
+    driver_resources: dict[str, float] = field(default_factory=lambda: {"CPU": 0.01})
+    max_failures: int = 0
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    source: Path | None
+    base_config: Path | None
+    overrides: dict[str, Any]
+    space: dict[str, ParamSpec]
+    metric: str = DEFAULT_METRIC
+    mode: str = "max"
+    num_samples: int = 1
+    max_concurrent_trials: int = 1
+    storage_path: str = "runs/sweeps"
+    search: SearchSpec = field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    trial: TrialSpec = field(default_factory=TrialSpec)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def searched_keys(self) -> list[str]:
+        """Every dotted config key a trial may receive from the search (conditional ones included), in order."""
+        keys: list[str] = []
+
+        def walk(space: Mapping[str, ParamSpec]) -> None:
+            for key, param in space.items():
+                if key not in keys:
+                    keys.append(key)
+                for branch in param.branches:
+                    walk(branch.space)
+
+        walk(self.space)
+        for key in self.scheduler.hyperparam_mutations:
+            if key not in keys:
+                keys.append(key)
+        return keys
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a sweep YAML. `base_config` is resolved relative to the sweep file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: not valid YAML: {err}") from err
+    try:
+        return sweep_from_dict(raw if raw is not None else {}, source=path)
+    except SweepError as err:
+        raise SweepError(f"{path}: {err}") from err
+
+
+def sweep_from_dict(raw: Any, *, source: Path | None = None) -> SweepSpec:
+    """Check a parsed sweep mapping. Relative `base_config` paths resolve against `source`'s folder (or the cwd)."""
+    raw = _mapping(raw, "sweep")
+    _no_unknown(raw, TOP_LEVEL_KEYS, "")
+    if "space" not in raw and "hyperparam_mutations" not in (raw.get("scheduler") or {}):
+        raise SweepError("space: missing; a sweep must search at least one config key")
+    space = parse_space(raw.get("space", {}), "space")
+    folder = source.parent if source is not None else Path.cwd()
+    base = raw.get("base_config")
+    if base is not None and not isinstance(base, str):
+        raise SweepError(f"base_config: expected a path string or null, got {base!r}")
+    base_path = None
+    if base is not None:
+        base_path = Path(base) if Path(base).is_absolute() else (folder / base)
+        if not base_path.is_file():
+            raise SweepError(f"base_config: file not found: {base_path}")
+    overrides = dict(_mapping(raw.get("overrides", {}), "overrides"))
+    for key, value in _mapping(raw.get("scaling", {}), "scaling").items():
+        overrides[f"scaling.{key}"] = value
+    for key in overrides:
+        _dotted_key(key, f"overrides.{key}")
+    spec = SweepSpec(
+        name=_string(raw.get("name", source.stem if source is not None else "sweep"), "name"),
+        source=source,
+        base_config=base_path,
+        overrides=overrides,
+        space=space,
+        metric=_string(raw.get("metric", DEFAULT_METRIC), "metric"),
+        mode=_one_of(raw.get("mode", "max"), MODES, "mode"),
+        num_samples=_int(raw.get("num_samples", 1), "num_samples", minimum=1),
+        max_concurrent_trials=_int(raw.get("max_concurrent_trials", 1), "max_concurrent_trials", minimum=1),
+        storage_path=_string(raw.get("storage_path", "runs/sweeps"), "storage_path"),
+        search=_parse_search(raw.get("search", {})),
+        scheduler=_parse_scheduler(raw.get("scheduler", {})),
+        trial=_parse_trial(raw.get("trial", {})),
+        raw=dict(raw),
+    )
+    _check_consistency(spec)
+    return spec
+
+
+def parse_space(raw: Any, where: str) -> dict[str, ParamSpec]:
+    """Parse `{dotted.key: {distribution: args}}`; `where` is the sweep key path used in errors."""
+    raw = _mapping(raw, where)
+    return {key: parse_param(key, value, f"{where}.{key}") for key, value in raw.items()}
+
+
+def parse_param(key: str, raw: Any, where: str) -> ParamSpec:
+    """One `{choice|grid: [...]}` or `{uniform|loguniform|randint: [low, high]}` entry."""
+    _dotted_key(key, where)
+    if not isinstance(raw, Mapping) or len(raw) != 1:
+        raise SweepError(
+            f"{where}: expected one of {{{', '.join(DISTRIBUTIONS)}}} mapped to its arguments, got {raw!r}"
+        )
+    (kind, args), = raw.items()
+    if kind not in DISTRIBUTIONS:
+        raise SweepError(f"{where}: unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+    if kind in ("choice", "grid"):
+        if not isinstance(args, list) or not args:
+            raise SweepError(f"{where}.{kind}: expected a non-empty list of values, got {args!r}")
+        branches = [_parse_branch(option, f"{where}.{kind}[{i}]") for i, option in enumerate(args)]
+        if kind == "grid" and any(branch.space for branch in branches):
+            raise SweepError(f"{where}.grid: conditional sub-spaces are only allowed in `choice`")
+        return ParamSpec(key=key, kind=kind, branches=branches)
+    if not isinstance(args, list) or len(args) != 2 or not all(_is_number(a) for a in args):
+        raise SweepError(f"{where}.{kind}: expected [low, high] numbers, got {args!r}")
+    low, high = args
+    if kind == "randint":
+        if not all(isinstance(a, int) for a in args):
+            raise SweepError(f"{where}.randint: expected integers [low, high) , got {args!r}")
+        if high <= low:
+            raise SweepError(f"{where}.randint: high must be > low (high is exclusive), got {args!r}")
+    elif high <= low:
+        raise SweepError(f"{where}.{kind}: high must be > low, got {args!r}")
+    if kind == "loguniform" and low <= 0:
+        raise SweepError(f"{where}.loguniform: bounds must be > 0, got {args!r}")
+    return ParamSpec(key=key, kind=kind, low=low, high=high)
+
+
+def _parse_branch(option: Any, where: str) -> Branch:
+    """A plain value, or `{value: V, space: {...}}` for a value whose own keys are searched only when it is chosen."""
+    if isinstance(option, Mapping) and "value" in option and set(option) <= {"value", "space"}:
+        return Branch(value=option["value"], space=parse_space(option.get("space", {}), f"{where}.space"))
+    if isinstance(option, Mapping) and "space" in option:
+        raise SweepError(f"{where}: a conditional option needs `value` next to `space`, got keys {sorted(option)}")
+    return Branch(value=option)
+
+
+def _parse_search(raw: Any) -> SearchSpec:
+    raw = _mapping(raw, "search")
+    _no_unknown(raw, ("algorithm", "seed"), "search.")
+    seed = raw.get("seed")
+    return SearchSpec(
+        algorithm=_one_of(raw.get("algorithm", "random"), ALGORITHMS, "search.algorithm"),
+        seed=None if seed is None else _int(seed, "search.seed", minimum=0),
+    )
+
+
+def _parse_scheduler(raw: Any) -> SchedulerSpec:
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    raw = _mapping(raw, "scheduler")
+    kind = _one_of(raw.get("kind", "fifo"), SCHEDULERS, "scheduler.kind")
+    allowed = {
+        "fifo": ("kind",),
+        "asha": ("kind", "grace_period", "reduction_factor", "max_t"),
+        "pbt": ("kind", "perturbation_interval", "quantile_fraction", "resample_probability", "hyperparam_mutations"),
+    }[kind]
+    _no_unknown(raw, allowed, "scheduler.", context=f"for scheduler.kind {kind!r}")
+    spec = SchedulerSpec(kind=kind)
+    spec.grace_period = _int(raw.get("grace_period", 1), "scheduler.grace_period", minimum=1)
+    spec.max_t = _int(raw.get("max_t", 100), "scheduler.max_t", minimum=1)
+    spec.reduction_factor = _number(raw.get("reduction_factor", 2.0), "scheduler.reduction_factor")
+    if spec.reduction_factor <= 1:
+        raise SweepError(f"scheduler.reduction_factor: must be > 1, got {spec.reduction_factor}")
+    spec.perturbation_interval = _int(raw.get("perturbation_interval", 1), "scheduler.perturbation_interval", minimum=1)
+    spec.quantile_fraction = _number(raw.get("quantile_fraction", 0.25), "scheduler.quantile_fraction")
+    if not 0 < spec.quantile_fraction <= 0.5:
+        raise SweepError(f"scheduler.quantile_fraction: must be in (0, 0.5], got {spec.quantile_fraction}")
+    spec.resample_probability = _number(raw.get("resample_probability", 0.25), "scheduler.resample_probability")
+    if kind == "pbt":
+        spec.hyperparam_mutations = parse_space(raw.get("hyperparam_mutations"), "scheduler.hyperparam_mutations")
+        if not spec.hyperparam_mutations:
+            raise SweepError("scheduler.hyperparam_mutations: pbt needs at least one key to perturb")
+        for key, param in spec.hyperparam_mutations.items():
+            if param.kind == "grid" or param.is_conditional:
+                raise SweepError(f"scheduler.hyperparam_mutations.{key}: pbt perturbs only plain choice or ranges")
+    return spec
+
+
+def _parse_trial(raw: Any) -> TrialSpec:
+    raw = _mapping(raw, "trial")
+    _no_unknown(raw, ("driver_resources", "max_failures"), "trial.")
+    spec = TrialSpec()
+    if "driver_resources" in raw:
+        resources = _mapping(raw["driver_resources"], "trial.driver_resources")
+        for name, amount in resources.items():
+            if not _is_number(amount) or amount < 0:
+                raise SweepError(f"trial.driver_resources.{name}: expected a number >= 0, got {amount!r}")
+        spec.driver_resources = {str(k): float(v) for k, v in resources.items()}
+    spec.max_failures = _int(raw.get("max_failures", 0), "trial.max_failures", minimum=-1)
+    return spec
+
+
+def _check_consistency(spec: SweepSpec) -> None:
+    """Cross-key rules: what each search algorithm can express."""
+    params = _all_params(spec.space)
+    if spec.search.algorithm == "grid":
+        for where, param in params:
+            if param.kind not in ("choice", "grid"):
+                raise SweepError(
+                    f"{where}: search.algorithm 'grid' needs discrete values (choice/grid), got {param.kind}"
+                )
+    if spec.search.algorithm == "optuna":
+        for where, param in params:
+            if param.kind == "grid" or param.is_conditional:
+                raise SweepError(f"{where}: search.algorithm 'optuna' supports no grid and no conditional choices")
+        if spec.scheduler.kind == "pbt":
+            raise SweepError("search.algorithm: 'optuna' cannot be combined with scheduler.kind 'pbt'")
+    for key in spec.overrides:
+        if key in spec.searched_keys():
+            raise SweepError(f"overrides.{key}: also searched; set it in one place only")
+
+
+def _all_params(space: Mapping[str, ParamSpec], where: str = "space") -> list[tuple[str, ParamSpec]]:
+    found = []
+    for key, param in space.items():
+        found.append((f"{where}.{key}", param))
+        for i, branch in enumerate(param.branches):
+            found.extend(_all_params(branch.space, f"{where}.{key}.{param.kind}[{i}].space"))
+    return found
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SweepError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    for key in value:
+        if not isinstance(key, str):
+            raise SweepError(f"{where}: keys must be strings, got {key!r}")
+    return value
+
+
+def _no_unknown(raw: Mapping[str, Any], allowed: tuple[str, ...], prefix: str, context: str = "") -> None:
+    for key in raw:
+        if key not in allowed:
+            suffix = f" {context}" if context else ""
+            raise SweepError(f"{prefix}{key}: unknown key{suffix}; allowed: {', '.join(allowed)}")
+
+
+def _dotted_key(key: str, where: str) -> None:
+    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+        raise SweepError(f"{where}: expected a dotted config key like 'hex.beta', got {key!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(value: Any, where: str) -> float:
+    if not _is_number(value):
+        raise SweepError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _int(value: Any, where: str, *, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SweepError(f"{where}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise SweepError(f"{where}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SweepError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], where: str) -> str:
+    if value not in allowed:
+        raise SweepError(f"{where}: expected one of {', '.join(allowed)}, got {value!r}")
+    return value
