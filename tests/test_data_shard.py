@@ -1,0 +1,202 @@
+"""Shard writer, manifest checks, hierarchy files, synthetic generator and the `hexray shard` CLI (no Ray)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from hexray.cli import main
+from hexray.data.hierarchy import load_hierarchy
+from hexray.data.manifest import load_manifest, verify_shards
+from hexray.data.sources import folder_source, idx_source, synthetic_source
+from hexray.data.synthetic import SyntheticSpec, render
+from hexray.data.writer import write_shards
+
+
+def write_idx(root: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">HBB", 0, 8, 3) + struct.pack(">3I", *images.shape)
+    with gzip.open(root / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(header + images.tobytes())
+    with open(root / f"{prefix}-labels-idx1-ubyte", "wb") as f:  # one plain, one gzipped: both are accepted
+        f.write(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 6, 5), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=40)
+    write_idx(tmp_path / "idx", "train", images, labels)
+    write_idx(tmp_path / "idx", "t10k", images[:10], labels[:10])
+    return tmp_path / "idx", images, labels
+
+
+def read_rows(root: str, split: str) -> dict[int, tuple[np.ndarray, int, int]]:
+    manifest = load_manifest(root)
+    rows = {}
+    for path in manifest.shard_paths(split):
+        for r in pq.read_table(path).to_pylist():
+            rows[r["id"]] = (np.asarray(Image.open(io.BytesIO(r["image"]))), r["label"], r["superclass"])
+    return rows
+
+
+def test_idx_round_trip_keeps_pixels_labels_and_ids(idx_dir, tmp_path):
+    src, images, labels = idx_dir
+    manifest = write_shards(idx_source(src, ["a", "b", "c"]), tmp_path / "out", min_shards=3, workers=1, progress=False)
+    assert manifest.splits["train"].count == 40 and len(manifest.splits["train"].shards) == 3
+    assert manifest.splits["test"].count == 10
+    assert manifest.channels == 1 and manifest.image_size == 6
+    rows = read_rows(str(tmp_path / "out"), "train")
+    assert sorted(rows) == list(range(40))  # train ids are the source indices
+    for i, (pixels, label, superclass) in rows.items():
+        np.testing.assert_array_equal(pixels, images[i])
+        assert label == labels[i] and superclass == -1
+    assert manifest.splits["train"].class_counts == np.bincount(labels, minlength=3).tolist()
+
+
+def test_folder_source_keeps_bytes_as_found_and_attaches_hierarchy(tmp_path):
+    rng = np.random.default_rng(1)
+    originals = {}
+    for split in ("train", "val"):
+        for cls in ("cat", "dog", "car"):
+            (tmp_path / "img" / split / cls).mkdir(parents=True)
+            for k in range(3):
+                path = tmp_path / "img" / split / cls / f"{k}.jpg"
+                Image.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(path)
+                originals[path.read_bytes()] = cls
+    (tmp_path / "h.csv").write_text("class,superclass\ncat,animal\ndog,animal\ncar,vehicle\n")
+    source = folder_source(tmp_path / "img")
+    source.superclass_names, source.class_to_superclass = load_hierarchy(tmp_path / "h.csv", source.class_names)
+    manifest = write_shards(source, tmp_path / "out", min_shards=2, workers=1, progress=False)
+    assert manifest.class_names == ["car", "cat", "dog"] and manifest.superclass_names == ["animal", "vehicle"]
+    assert manifest.class_to_superclass == [1, 0, 0]
+    for split in ("train", "val"):
+        table = pq.read_table(load_manifest(str(tmp_path / "out")).shard_paths(split)).to_pylist()
+        assert len(table) == 9
+        for row in table:
+            cls = originals[row["image"]]  # stored byte-for-byte
+            assert manifest.class_names[row["label"]] == cls
+            assert row["superclass"] == manifest.class_to_superclass[row["label"]]
+
+
+def test_hierarchy_json_forms_and_errors(tmp_path):
+    names = ["a", "b", "c"]
+    (tmp_path / "g.json").write_text(json.dumps({"x": ["a", "c"], "y": ["b"]}))
+    assert load_hierarchy(tmp_path / "g.json", names) == (["x", "y"], [0, 1, 0])
+    (tmp_path / "m.json").write_text(json.dumps({"a": "y", "b": "x", "c": "y"}))
+    assert load_hierarchy(tmp_path / "m.json", names) == (["y", "x"], [0, 1, 0])
+    (tmp_path / "bad.csv").write_text("a,x\nb,x\n")
+    with pytest.raises(ValueError, match=r"bad.csv.*no superclass for classes \['c'\]"):
+        load_hierarchy(tmp_path / "bad.csv", names)
+    (tmp_path / "extra.csv").write_text("a,x\nb,x\nc,x\nzebra,y\n")
+    with pytest.raises(ValueError, match="zebra"):
+        load_hierarchy(tmp_path / "extra.csv", names)
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        load_hierarchy(tmp_path / "nope.csv", names)
+
+
+def test_synthetic_hierarchy_is_reproducible_by_seed(tmp_path):
+    spec = SyntheticSpec(seed=5, num_superclasses=3, classes_per_superclass=2, images_per_class=6, image_size=16)
+    np.testing.assert_array_equal(render(spec, "train", 4, 7), render(spec, "train", 4, 7))
+    other = SyntheticSpec(seed=6, num_superclasses=3, classes_per_superclass=2, images_per_class=6, image_size=16)
+    assert not np.array_equal(render(spec, "train", 4, 7), render(other, "train", 4, 7))
+    a = write_shards(synthetic_source(spec), tmp_path / "a", min_shards=2, workers=1, progress=False)
+    b = write_shards(synthetic_source(spec), tmp_path / "b", min_shards=2, workers=1, progress=False)
+    assert [s.sha256 for s in a.splits["train"].shards] == [s.sha256 for s in b.splits["train"].shards]
+    assert a.class_to_superclass == [0, 0, 1, 1, 2, 2] and a.superclass_names == ["circle", "square", "triangle"]
+    rows = read_rows(str(tmp_path / "a"), "train")
+    assert len(rows) == 3 * 2 * 5 and all(p.shape == (16, 16, 3) for p, _, _ in rows.values())
+    assert all(sup == lab // 2 for _, lab, sup in rows.values())
+
+
+def test_rerun_skips_finished_shards_and_rewrites_damaged_ones(idx_dir, tmp_path):
+    src, _, _ = idx_dir
+    out = tmp_path / "out"
+    first = write_shards(idx_source(src), out, min_shards=4, workers=1, progress=False)
+    paths = first.shard_paths("train")
+    mtimes = {p: os.stat(p).st_mtime_ns for p in paths}
+    os.remove(paths[0])  # an interrupted run: one shard never written
+    Path(paths[1]).write_bytes(Path(paths[1]).read_bytes()[:-1] + b"X")  # and one damaged on disk
+    second = write_shards(idx_source(src), out, min_shards=4, workers=1, progress=False)
+    assert second.to_dict() == first.to_dict()
+    assert [os.stat(p).st_mtime_ns == mtimes[p] for p in paths] == [False, False, True, True]
+    verify_shards(load_manifest(str(out)), "train", "checksum")
+
+
+def test_bad_shards_are_named(idx_dir, tmp_path):
+    src, _, _ = idx_dir
+    out = tmp_path / "out"
+    write_shards(idx_source(src), out, min_shards=3, workers=1, progress=False)
+    manifest = load_manifest(str(out))
+    paths = manifest.shard_paths("train")
+    data = Path(paths[1]).read_bytes()
+    Path(paths[1]).write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])  # same size, other bytes
+    verify_shards(manifest, "train", "rows")
+    with pytest.raises(ValueError, match=f"{Path(paths[1]).name}.*sha256"):
+        verify_shards(manifest, "train", "checksum")
+    Path(paths[1]).write_bytes(data[:-10])
+    with pytest.raises(ValueError, match=f"{Path(paths[1]).name} has {len(data) - 10} bytes"):
+        verify_shards(manifest, "train", "size")
+    Path(paths[1]).write_bytes(data)
+    os.remove(paths[2])
+    with pytest.raises(FileNotFoundError, match=f"{Path(paths[2]).name}.*missing"):
+        verify_shards(manifest, "train")
+    with pytest.raises(ValueError, match="split 'nope'.*'test', 'train'"):
+        verify_shards(manifest, "nope")
+
+
+def test_manifest_disagreeing_with_a_shard_is_named(idx_dir, tmp_path):
+    src, _, _ = idx_dir
+    out = tmp_path / "out"
+    write_shards(idx_source(src), out, min_shards=2, workers=1, progress=False)
+    manifest = load_manifest(str(out))
+    a, b = manifest.shard_paths("train")
+    smaller = pq.read_table(b).slice(0, 3)
+    pq.write_table(smaller, a)  # a shard replaced by another (fewer rows)
+    d = json.loads((out / "manifest.json").read_text())
+    d["splits"]["train"]["shards"][0]["bytes"] = os.path.getsize(a)  # even when the size is patched up
+    (out / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=f"{Path(a).name} holds 3 rows but the manifest says"):
+        verify_shards(load_manifest(str(out)), "train", "rows")
+
+
+def test_empty_split_and_missing_manifest_are_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no shard manifest at .*nothing"):
+        load_manifest(str(tmp_path / "nothing"))
+    spec = SyntheticSpec(images_per_class=2, image_size=8, num_superclasses=1, classes_per_superclass=1)
+    write_shards(synthetic_source(spec), tmp_path / "s", workers=1, progress=False)
+    d = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    d["splits"]["train"] = {"count": 0, "shards": []}
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="split 'train' .* is empty"):
+        verify_shards(load_manifest(str(tmp_path / "s")), "train")
+
+
+def test_cli_shards_idx_and_image_folder(idx_dir, tmp_path, capsys):
+    src, _, _ = idx_dir
+    (tmp_path / "h.json").write_text(json.dumps({"low": ["zero", "one"], "high": ["two"]}))
+    rc = main(["shard", str(src), str(tmp_path / "o1"), "--class-names", "zero,one,two", "--hierarchy",
+               str(tmp_path / "h.json"), "--min-shards", "2", "--workers", "2", "--no-progress"])
+    assert rc == 0 and "3 classes, 2 superclasses" in capsys.readouterr().out
+    manifest = load_manifest(str(tmp_path / "o1"))
+    assert manifest.class_to_superclass == [0, 0, 1] and manifest.splits["test"].count == 10
+    verify_shards(manifest, "train", "checksum")
+    for cls in ("x", "y"):
+        (tmp_path / "f" / cls).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(np.full((4, 4, 3), k * 50, np.uint8)).save(tmp_path / "f" / cls / f"{k}.png")
+    (tmp_path / "f" / "x" / "notes.txt").write_text("not an image")
+    assert main(["shard", str(tmp_path / "f"), str(tmp_path / "o2"), "--no-progress"]) == 0
+    assert load_manifest(str(tmp_path / "o2")).splits["train"].class_counts == [2, 2]
+    assert main(["shard", str(tmp_path / "f"), str(tmp_path / "o3"), "--hierarchy", str(tmp_path / "h.json")]) == 2
+    assert "not in the dataset" in capsys.readouterr().err
