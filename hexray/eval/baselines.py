@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from hexray.eval.knn import as_superclass_map, knn_accuracies, superclass_knn_accuracies
-from hexray.eval.linear_probe import train_linear_probe
+from hexray.eval.linear_probe import balanced_subset, train_linear_probe
 
 
 def raw_pixel_features(train_images: Tensor, test_images: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,6 +56,7 @@ class EvalSettings:
     probe_batch_size: int = 1024
     probe_weight_decay: float = 0.0
     label_fractions: Sequence[float] = (1.0,)
+    superclass_probe: bool = False
     seed: int = 0
 
 
@@ -74,7 +75,8 @@ def evaluate_features(
     Keys: `knn/top1@{k}`; with a superclass map also `knn/superclass@{k}` (fine prediction mapped to its
     superclass — the number to report) and `knn/superclass_direct@{k}` (vote on superclass labels);
     with the probe `probe/top1` and `probe/superclass` (fine prediction mapped), suffixed `@{pct}pct` for label
-    fractions < 1 (e.g. `probe/top1@10pct`).
+    fractions < 1 (e.g. `probe/top1@10pct`). With `superclass_probe` also `probe/superclass_direct` — a probe
+    trained on the superclass labels themselves (same label subset).
     """
     s = settings or EvalSettings()
     metrics: dict[str, float] = {}
@@ -103,4 +105,12 @@ def evaluate_features(
         if table is not None:
             test_super = table[test_y.cpu().long()]
             metrics[f"probe/superclass{suffix}"] = (table[result.predictions] == test_super).float().mean().item()
+            if s.superclass_probe:
+                subset = balanced_subset(train_y, fraction, s.seed)  # the fine probe's labelled images
+                direct = train_linear_probe(
+                    train_x[subset], table[train_y.cpu().long()[subset]], test_x, test_super,
+                    epochs=s.probe_epochs, lr=s.probe_lr, schedule=s.probe_schedule, batch_size=s.probe_batch_size,
+                    weight_decay=s.probe_weight_decay, num_classes=int(table.max()) + 1, seed=s.seed,
+                )
+                metrics[f"probe/superclass_direct{suffix}"] = direct.accuracy
     return metrics

@@ -1,0 +1,184 @@
+"""PNG plots of a run's evaluation (matplotlib, Agg backend: no display needed).
+
+Each function takes plain data (trajectory points from `hexray.eval.trajectory`, a metrics DataFrame from
+`hexray.eval.runs.read_metrics`) and writes one figure; it returns the path, or None when there is nothing to
+draw (e.g. a run without HEX metrics), so callers list only the plots that exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from hexray.eval.runs import per_epoch  # noqa: E402
+
+_SAME, _DIFF, _EPS = "#d95f02", "#1b9e77", "#c0392b"
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pick(points: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
+    """At most `limit` points, evenly spaced, always keeping the first and last."""
+    if len(points) <= limit:
+        return list(points)
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+def plot_similarity_evolution(trajectory: Sequence[Mapping[str, Any]], path: str | Path, *,
+                              max_panels: int = 8, space: str = "backbone features",
+                              mark_epsilon: bool = True) -> Path | None:
+    """One panel per checkpoint epoch (top = earliest): density of pairwise cosine similarity for same-class and
+    different-class pairs, with the HEX threshold ε marked. HEX's story is read top to bottom: the same-class
+    mass moves right of ε while different-class pairs stay spread."""
+    points = [p for p in trajectory if "histogram" in p]
+    if not points:
+        return None
+    points = _pick(points, max_panels)
+    fig, axes = plt.subplots(len(points), 1, figsize=(7, 1.35 * len(points) + 0.8), sharex=True, squeeze=False)
+    for ax, point in zip(axes[:, 0], points, strict=True):
+        h = point["histogram"]
+        edges = h["edges"]
+        centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        width = edges[1] - edges[0]
+        for key, colour, label in (("different_label", _DIFF, "different class"), ("same_label", _SAME,
+                                                                                   "same class")):
+            counts = h.get(key)
+            if counts:
+                total = max(1, sum(counts))
+                ax.fill_between(centres, [c / total / width for c in counts], step="mid", alpha=0.45,
+                                color=colour, label=label)
+        eps = point.get("hex/epsilon")
+        if eps is not None and mark_epsilon:
+            ax.axvline(eps, color=_EPS, lw=1.6, ls="--", label="ε")
+            right = eps > 0.6  # keep the label inside the axes
+            ax.text(eps, ax.get_ylim()[1] * 0.8, f"ε={eps:.2f} " if right else f" ε={eps:.2f}", color=_EPS,
+                    fontsize=8, ha="right" if right else "left")
+        ax.set_ylabel(f"ep {point['epoch']}", rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_yticks([])
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3, frameon=False)
+    axes[0, 0].set_title(f"Cosine similarity of {space} over training (density per pair type)")
+    axes[-1, 0].set_xlabel("cosine similarity")
+    axes[-1, 0].set_xlim(-1, 1)
+    return _save(fig, path)
+
+
+def plot_collapse(trajectory: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+    """Effective rank over epochs: global vs mean within superclass vs mean within class (left) and the
+    local/global ratio (right). Local collapse = the within-group curves fall while the global one holds."""
+    points = [p for p in trajectory if "rank/global" in p]
+    if not points:
+        return None
+    epochs = [p["epoch"] for p in points]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    curves = (("rank/global", "global", "-o", "C0"), ("rank/superclass_mean", "within superclass (mean)", "-s", "C1"),
+              ("rank/class_mean", "within class (mean)", "-^", "C2"))
+    for key, label, style, colour in curves:
+        if all(key in p for p in points):
+            ax.plot(epochs, [p[key] for p in points], style, label=label, color=colour)
+            if key != "rank/global":
+                ax2.plot(epochs, [p[key] / p["rank/global"] for p in points], style, label=label, color=colour)
+    names = sorted({n for p in points for n in p.get("rank/per_superclass", {})})
+    for name in names:
+        ax.plot(epochs, [p.get("rank/per_superclass", {}).get(name, float("nan")) for p in points], lw=0.8,
+                alpha=0.5, label=f"  {name}")
+    ax.set(xlabel="epoch", ylabel="effective rank", title="Dimensional collapse: global vs local")
+    ax.legend(fontsize=7)
+    ax2.set(xlabel="epoch", ylabel="local / global rank", title="Local collapse ratio (lower = more local)")
+    ax2.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_training_curves(metrics: Any, path: str | Path) -> Path | None:
+    """From metrics.csv: loss, HEX's ε, mean |H(i)| and H(i)'s superclass purity per epoch (panels with data)."""
+    panels = [("loss", "loss"), ("hex/epsilon", "ε (threshold)"), ("hex/h_size", "mean |H(i)|"),
+              ("hex/purity", "H(i) superclass purity")]
+    panels = [(k, t) for k, t in panels if per_epoch(metrics, k)[0]]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        x, y = per_epoch(metrics, key)
+        ax.plot(x, y, "-o", ms=3)
+        ax.set(title=title, xlabel="epoch")
+    return _save(fig, path)
+
+
+def plot_accuracy(metrics: Any, trajectory: Sequence[Mapping[str, Any]], path: str | Path,
+                  offline: Mapping[str, float] | None = None) -> Path | None:
+    """Accuracy over epochs: the online probe and kNN monitor (metrics.csv, lines) and kNN recomputed from each
+    checkpoint (markers); the final offline probe as dotted horizontal lines."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for key, label in (("probe/online_top1", "online probe, fine"), ("probe/online_superclass",
+                                                                      "online probe, superclass"),
+                       ("knn/top1", "kNN monitor, fine"), ("knn/superclass", "kNN monitor, superclass")):
+        x, y = per_epoch(metrics, key)
+        if x:
+            ax.plot(x, [100 * v for v in y], "-", label=label)
+            drawn = True
+    for key, label in (("knn/top1@20", "kNN k=20 (checkpoint), fine"), ("knn/superclass@20",
+                                                                         "kNN k=20 (checkpoint), superclass")):
+        pts = [p for p in trajectory if key in p]
+        if pts:
+            ax.plot([p["epoch"] for p in pts], [100 * p[key] for p in pts], "o--", label=label)
+            drawn = True
+    logged = [] if metrics is None or metrics.empty or "epoch" not in metrics else metrics["epoch"].dropna().tolist()
+    last_epoch = max([p["epoch"] for p in trajectory] + logged + [0])
+    for key, label, marker in (("probe/top1", "offline probe, fine", "*"),
+                               ("probe/superclass", "offline probe, superclass", "P")):
+        if offline and key in offline:
+            ax.plot([last_epoch], [100 * offline[key]], marker, ms=12, ls="none",
+                    label=f"{label}: {100 * offline[key]:.1f}%")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy over training")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_group_curves(curves: Mapping[str, Sequence[tuple[list[float], list[float]]]], path: str | Path, *,
+                      ylabel: str, title: str, scale: float = 100.0) -> Path | None:
+    """One line per group (mean over its runs at the epochs all share, band = min..max): the report's
+    base-vs-HEX comparison over training."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for label, runs in curves.items():
+        runs = [r for r in runs if r[0]]
+        if not runs:
+            continue
+        common = sorted(set(runs[0][0]).intersection(*[set(r[0]) for r in runs[1:]]))
+        if not common:
+            continue
+        values = [[dict(zip(x, y, strict=True))[e] * scale for e in common] for x, y in runs]
+        mean = [sum(col) / len(col) for col in zip(*values, strict=True)]
+        line, = ax.plot(common, mean, "-o", ms=3, label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(common, [min(c) for c in zip(*values, strict=True)],
+                            [max(c) for c in zip(*values, strict=True)], alpha=0.2, color=line.get_color())
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
