@@ -1,4 +1,4 @@
-"""Edge validation shared by the contrastive losses: shapes, index ranges, unit norms (one host sync)."""
+"""Edge validation shared by the losses: shapes always (free), values (norms, index ranges) on request (one sync)."""
 
 from __future__ import annotations
 
@@ -13,34 +13,48 @@ def check_embeddings(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(x.shape)}")
 
 
-def check_contrastive_inputs(
+def check_contrastive_shapes(
     anchors: torch.Tensor,
     candidates: torch.Tensor,
     positive_index: torch.Tensor,
     self_index: torch.Tensor | None,
 ) -> None:
-    """Validate the general InfoNCE layout; all value checks are batched into one `.tolist()` sync.
-
-    Norms are checked to be 1 within a tolerance that depends on the dtype (bf16 rounds to ~3 digits).
-    """
+    """Validate the general InfoNCE layout from metadata only (no host sync: always on, also on the hot path)."""
     check_embeddings("anchors", anchors)
     check_embeddings("candidates", candidates)
     n, m = anchors.shape[0], candidates.shape[0]
     if candidates.shape[1] != anchors.shape[1]:
         raise ValueError(f"candidates must have dim {anchors.shape[1]} like anchors, got {candidates.shape[1]}")
-    stats = [
-        (anchors.detach().float().pow(2).sum(1) - 1).abs().max(),
-        (candidates.detach().float().pow(2).sum(1) - 1).abs().max(),
-    ]
     for name, idx in (("positive_index", positive_index), ("self_index", self_index)):
         if idx is None:
             continue
-        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32) or idx.shape != (n,):
-            raise ValueError(f"{name} must be an integer tensor of shape ({n},), got {getattr(idx, 'shape', idx)}")
-        stats += [idx.min().float(), idx.max().float()]
+        if not isinstance(idx, torch.Tensor) or idx.dtype != torch.int64 or tuple(idx.shape) != (n,):
+            raise ValueError(f"{name} must be an int64 tensor of shape ({n},), got {getattr(idx, 'shape', idx)}")
+        if idx.device != anchors.device:
+            raise ValueError(f"{name} must be on {anchors.device} like anchors, got {idx.device}")
+    if m - 1 - (self_index is not None) < 1:
+        raise ValueError(f"candidates must leave every anchor at least one negative, got only {m} candidates")
+
+
+def check_contrastive_values(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    positive_index: torch.Tensor,
+    self_index: torch.Tensor | None,
+) -> None:
+    """Value checks (unit norms, index ranges): one batched `.tolist()` host sync, so callers on the hot path skip it.
+
+    Norms are checked to be 1 within a tolerance that depends on the dtype (bf16 rounds to ~3 digits).
+    """
+    m = candidates.shape[0]
+    stats = [
+        (anchors.detach().float().pow(2).sum(1) - 1).abs().max(),
+        (candidates.detach().float().pow(2).sum(1) - 1).abs().max(),
+        positive_index.min().float(), positive_index.max().float(),
+    ]
     if self_index is not None:
-        stats.append((self_index == positive_index).any().float())
-    vals = torch.stack([s.to(anchors.device) for s in stats]).tolist()
+        stats += [self_index.min().float(), self_index.max().float(), (self_index == positive_index).any().float()]
+    vals = torch.stack(stats).tolist()
     tol = 5e-2 if anchors.dtype in (torch.bfloat16, torch.float16) else 1e-3
     for name, err in (("anchors", vals[0]), ("candidates", vals[1])):
         if not err <= tol:
@@ -52,6 +66,14 @@ def check_contrastive_inputs(
             raise ValueError(f"self_index must lie in [0, {m}), got range [{vals[4]:.0f}, {vals[5]:.0f}]")
         if vals[6]:
             raise ValueError("self_index must differ from positive_index in every row")
+
+
+def check_labels(name: str, labels: torch.Tensor | None, n: int) -> None:
+    """Labels are optional int64 vectors of length n (−1 = unknown)."""
+    if labels is None:
+        return
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != (n,):
+        raise ValueError(f"{name} must be an int64 tensor of shape ({n},), got {getattr(labels, 'shape', labels)}")
 
 
 def negatives_mask(

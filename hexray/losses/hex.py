@@ -3,9 +3,10 @@
     L_i = −ℓ_ip + log( e^{ℓ_ip} + w_g Σ_{G(i)} e^{ℓ_in} + w_h Σ_{H(i)} q_ih e^{ℓ_ih} ),
     q_ih = |H(i)|·softmax_{H(i)}(β ℓ_ih),   ℓ = s/τ           (design/HEX.md, "Loss")
 
-All three parts are computed as masked log-sum-exps in float32 from one similarity matmul, so the loss is
-stable and exact in bf16 autocast. `hex/local_denominator` and `hex/global_denominator` are the mean over rows of
-the *fractions* of the denominator contributed by H(i) and G(i) (the positive holds the rest).
+One similarity matmul feeds both the threshold and the loss; the loss itself runs row chunk by row chunk in
+float32 (hexray.losses._engine), so it is stable in bf16 autocast and has no host sync on the hot path.
+`hex/local_denominator` and `hex/global_denominator` are the mean over rows of the *fractions* of D_i contributed
+by H(i) and G(i) (the positive holds the rest).
 """
 
 from __future__ import annotations
@@ -13,32 +14,49 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hexray.losses._checks import at_least_f32 as _at_least_f32
-from hexray.losses._checks import check_contrastive_inputs, check_embeddings, negatives_mask, pair_indices
+from hexray.losses._checks import (
+    check_contrastive_shapes,
+    check_contrastive_values,
+    check_embeddings,
+    check_labels,
+    pair_indices,
+)
+from hexray.losses._engine import Spec, contrastive_rows
 from hexray.losses.base import LossOutput
 from hexray.losses.infonce import info_nce
 from hexray.losses.settings import HexConfig
 from hexray.losses.thresholds import build_threshold
 
-_FILL = -1e30  # finite "minus infinity": keeps empty-set log-sum-exps (and their gradients) NaN-free
-
-
-def _masked_lse(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(x.masked_fill(~mask, _FILL), dim=1)
+_STAT_TERMS = ("hex/epsilon", "hex/h_size", "hex/local_denominator", "hex/global_denominator")
 
 
 class HEXLoss(nn.Module):
-    """HEX loss for the general anchors×candidates layout (queues included) and the NT-Xent pair layout."""
+    """HEX loss for the general anchors×candidates layout (queues included) and the NT-Xent pair layout.
 
-    def __init__(self, cfg: HexConfig, max_epochs: int) -> None:
+    `max_epochs` feeds the `cosine` schedule. Every call returns the same term keys: `loss/hex` (the loss returned),
+    `hex/epsilon`, `hex/h_size`, `hex/local_denominator`, `hex/global_denominator`, `hex/active` (0 during
+    warm-up, when the loss is plain InfoNCE and the statistics are 0), and `hex/purity` when labels are given.
+    """
+
+    def __init__(self, cfg: HexConfig, max_epochs: int, *, chunk_rows: int | None = None) -> None:
         super().__init__()
         for name in ("local_weight", "global_weight", "beta"):
             if getattr(cfg, name) < 0:
                 raise ValueError(f"hex.{name} must be >= 0, got {getattr(cfg, name)!r}")
         if cfg.temperature <= 0:
             raise ValueError(f"hex.temperature must be > 0, got {cfg.temperature!r}")
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}")
         self.cfg = cfg
         self.threshold = build_threshold(cfg, max_epochs)
+        self.spec = Spec(
+            temperature=cfg.temperature,
+            global_weight=cfg.global_weight,
+            local_weight=cfg.local_weight,
+            beta=cfg.beta,
+            local=cfg.variant != "released",
+            chunk_rows=chunk_rows,
+        )
 
     def forward(
         self,
@@ -50,65 +68,61 @@ class HEXLoss(nn.Module):
         epoch: int,
         labels_anchor: torch.Tensor | None = None,
         labels_candidates: torch.Tensor | None = None,
+        validate: bool = True,
     ) -> LossOutput:
-        cfg = self.cfg
-        check_contrastive_inputs(anchors, candidates, positive_index, self_index)
-        dev = anchors.device
-        zero = torch.zeros((), device=dev)
-        if epoch < cfg.warmup_epochs:
-            out = info_nce(anchors, candidates, positive_index, self_index, cfg.temperature, validate=False)
-            for k in ("epsilon", "h_size", "local_denominator", "global_denominator", "active"):
-                out.terms[f"hex/{k}"] = zero
-            return out
-        n, m = anchors.shape[0], candidates.shape[0]
-        sim = _at_least_f32(anchors @ candidates.T)  # the one matmul; reused for threshold and loss
-        neg = negatives_mask(n, m, positive_index, self_index, dev)
-        thr = self.threshold(sim, neg, epoch, labels_anchor, labels_candidates)
-        h = thr.mask
-        g = neg & ~h
-        rows = torch.arange(n, device=dev)
-        logits = sim / cfg.temperature
-        valid = neg.clone()
-        valid[rows, positive_index] = True
-        logits = logits - logits.masked_fill(~valid, _FILL).amax(1, keepdim=True).detach()  # row-max shift
-        lp = logits[rows, positive_index]
-        h_size = h.sum(1)
-        w_g = torch.tensor(cfg.global_weight, device=dev).log()
-        log_g = w_g + _masked_lse(logits, g)
-        if cfg.variant == "released":
-            log_h = torch.full_like(lp, float("-inf"))
-        else:
-            # log Σ_H q e^ℓ = log w_h + log|H| + lse_H((1+β)ℓ) − lse_H(βℓ)
-            lse_1b = _masked_lse((1.0 + cfg.beta) * logits, h)
-            lse_b = _masked_lse(cfg.beta * logits, h)
-            log_h = torch.tensor(cfg.local_weight, device=dev).log() + h_size.to(logits.dtype).log() + lse_1b - lse_b
-        parts = torch.stack([lp, log_g, log_h], dim=1)
-        log_den = torch.logsumexp(parts, dim=1)
-        loss = (log_den - lp).mean()
-        frac = (parts.detach() - log_den.detach().unsqueeze(1)).exp().mean(0).float()
+        """Row i of `anchors` against all `candidates`; `candidates[positive_index[i]]` is its positive and
+        `candidates[self_index[i]]` (if given) the anchor itself. Labels (int64, −1 unknown) feed `hex/purity`
+        and the `superclass` oracle. `validate=False` skips the value checks that cost a host sync."""
+        check_contrastive_shapes(anchors, candidates, positive_index, self_index)
+        check_labels("labels_anchor", labels_anchor, anchors.shape[0])
+        check_labels("labels_candidates", labels_candidates, candidates.shape[0])
+        if validate:
+            check_contrastive_values(anchors, candidates, positive_index, self_index)
+        with_purity = labels_anchor is not None and labels_candidates is not None
+        if epoch < self.cfg.warmup_epochs:
+            out = info_nce(anchors, candidates, positive_index, self_index, self.cfg.temperature, validate=False)
+            zero = torch.zeros((), device=anchors.device)
+            terms = {"loss/hex": out.loss.detach().float(), **{k: zero for k in _STAT_TERMS}, "hex/active": zero}
+            if with_purity:
+                terms["hex/purity"] = zero
+            return LossOutput(loss=out.loss, terms=terms)
+        sim = anchors @ candidates.T  # the one matmul; the threshold reads it detached
+        eps, mask_fn = self.threshold.prepare(
+            sim.detach(), positive_index, self_index, epoch, labels_anchor, labels_candidates
+        )
+        rows, st = contrastive_rows(
+            sim, positive_index, self_index, self.spec, mask_fn,
+            labels_anchor if with_purity else None, labels_candidates if with_purity else None,
+        )
+        loss = rows.mean()
         terms = {
             "loss/hex": loss.detach().float(),
-            "hex/epsilon": thr.epsilon.detach().float(),
-            "hex/h_size": h_size.float().mean(),
-            "hex/global_denominator": frac[1],
-            "hex/local_denominator": frac[2],
-            "hex/active": torch.ones((), device=dev),
+            "hex/epsilon": eps.detach().float(),
+            "hex/h_size": st["h_size"].float().mean(),
+            "hex/local_denominator": st["frac_h"].float().mean(),
+            "hex/global_denominator": st["frac_g"].float().mean(),
+            "hex/active": torch.ones((), device=anchors.device),
         }
-        if labels_anchor is not None and labels_candidates is not None:
-            la, lc = labels_anchor.unsqueeze(1), labels_candidates.unsqueeze(0)
-            known = h & (la >= 0) & (lc >= 0)
-            terms["hex/purity"] = (known & (la == lc)).sum().float() / known.sum().clamp(min=1).float()
+        if with_purity:
+            terms["hex/purity"] = st["purity"].float()
         return LossOutput(loss=loss, terms=terms)
 
     def pairs(
-        self, z1: torch.Tensor, z2: torch.Tensor, *, epoch: int, labels: torch.Tensor | None = None
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        *,
+        epoch: int,
+        labels: torch.Tensor | None = None,
+        validate: bool = True,
     ) -> LossOutput:
         """NT-Xent layout: anchors = candidates = cat(z1, z2); `labels` are per image (repeated for both views)."""
         check_embeddings("z1", z1)
         check_embeddings("z2", z2)
         if z1.shape != z2.shape:
             raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
+        check_labels("labels", labels, z1.shape[0])
         z = torch.cat([z1, z2])
         pos, self_idx = pair_indices(z1.shape[0], z.device)
         lab = None if labels is None else torch.cat([labels, labels])
-        return self(z, z, pos, self_idx, epoch=epoch, labels_anchor=lab, labels_candidates=lab)
+        return self(z, z, pos, self_idx, epoch=epoch, labels_anchor=lab, labels_candidates=lab, validate=validate)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from hexray.losses._checks import at_least_f32 as _at_least_f32
-from hexray.losses._checks import check_contrastive_inputs, check_embeddings, pair_indices
+from hexray.losses._checks import check_contrastive_shapes, check_contrastive_values, check_embeddings, pair_indices
+from hexray.losses._engine import Spec, contrastive_rows
 from hexray.losses.base import LossOutput
 
 
@@ -20,21 +20,21 @@ def info_nce(
 ) -> LossOutput:
     """L_i = −ℓ_i,p(i) + log Σ_{j≠self(i)} e^{ℓ_ij}, ℓ = s/τ; mean over rows (HEX.md, w_h = w_g = 1).
 
-    Similarities are computed in the input dtype (bf16 under autocast), the log-sum-exp in float32.
+    Similarities are computed in the input dtype (bf16 under autocast), the log-sum-exp in float32, row chunk by
+    row chunk (hexray.losses._engine). `validate=False` skips the value checks (norms, index ranges), which cost a
+    host sync; shape checks always run.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    check_contrastive_shapes(anchors, candidates, positive_index, self_index)
     if validate:
-        check_contrastive_inputs(anchors, candidates, positive_index, self_index)
-    logits = _at_least_f32(anchors @ candidates.T) / temperature
-    rows = torch.arange(anchors.shape[0], device=anchors.device)
-    if self_index is not None:
-        logits = logits.index_put((rows, self_index), logits.new_tensor(float("-inf")))
-    loss = (torch.logsumexp(logits, dim=1) - logits[rows, positive_index]).mean()
+        check_contrastive_values(anchors, candidates, positive_index, self_index)
+    rows, _ = contrastive_rows(anchors @ candidates.T, positive_index, self_index, Spec(temperature))
+    loss = rows.mean()
     return LossOutput(loss=loss, terms={"loss/infonce": loss.detach()})
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> LossOutput:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, validate: bool = True) -> LossOutput:
     """NT-Xent (SimCLR): anchors = candidates = cat(z1, z2), positive = the other view, self excluded."""
     check_embeddings("z1", z1)
     check_embeddings("z2", z2)
@@ -42,4 +42,4 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> Los
         raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
     z = torch.cat([z1, z2])
     pos, self_idx = pair_indices(z1.shape[0], z.device)
-    return info_nce(z, z, pos, self_idx, temperature)
+    return info_nce(z, z, pos, self_idx, temperature, validate=validate)
