@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray.data
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
 from hexray.train.loop import train_loop_per_worker
-from hexray.train.metrics import RunRecorder
+from hexray.train.metrics import ProgressTail, RunRecorder
 
 MONITOR_METRICS = ("knn/", "probe/online")
 TEST_HOOK_ENV = {"HEXRAY_TEST_CRASH_AFTER_EPOCH": "crash_after_epoch", "HEXRAY_TEST_NAN_AT_STEP": "nan_at_step"}
@@ -38,10 +39,12 @@ def ensure_ray() -> None:
     file-listing task needs one whole free CPU besides the fractional trainers."""
     if ray.is_initialized():
         return
+    verbose = os.environ.get("HEXRAY_RAY_LOGS") == "1"  # worker logs are noisy; progress comes from the run dir
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=verbose)
     else:
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), log_to_driver=True, include_dashboard=False)
+        ray.init(num_cpus=max(4, os.cpu_count() or 1), log_to_driver=verbose, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
 
 
 def auto_cpus_per_worker(num_workers: int) -> float:
@@ -94,7 +97,7 @@ def _check_monitor_metric(cfg: TrainConfig) -> None:
 def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
                   callbacks: list | None = None) -> TorchTrainer:
     """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes."""
-    from hexray.data.pipeline import eval_dataset, train_dataset
+    from hexray.data.pipeline import data_key, eval_dataset, train_dataset
 
     _check_monitor_metric(cfg)
     cfg, run_dir = resolve_run(cfg, run_name, storage_path)
@@ -106,7 +109,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     if train_count < d.batch_size:
         raise ConfigError(f"data.batch_size ({d.batch_size}) exceeds the {train_count} training images")
     datasets = {"train": train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
-                                       seed=cfg.run.seed, shuffle_buffer=d.shuffle_buffer, limit=d.limit_train)}
+                                       seed=cfg.run.seed, limit=d.limit_train)}
     if cfg.probe.knn_every_epochs > 0:
         datasets["knn_bank"] = eval_dataset(root, split=d.train_split, image_size=d.image_size,
                                             limit=cfg.probe.knn_train_limit)
@@ -124,7 +127,8 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
         save_config(cfg, Path(run_dir) / "config.yaml")
     loop_config = {"cfg": config_to_dict(cfg), "num_classes": manifest.num_classes,
                    "class_to_superclass": manifest.class_to_superclass, "train_count": train_count,
-                   "test_hooks": hooks, "torch_threads": torch_threads(resources["CPU"], s.num_workers)}
+                   "test_hooks": hooks, "corrupt_key": data_key(root, d.train_split),
+                   "torch_threads": torch_threads(resources["CPU"], s.num_workers)}
     score = cfg.checkpoint.metric
     return TorchTrainer(
         train_loop_per_worker,
@@ -137,7 +141,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep, checkpoint_score_attribute=score,
                                                checkpoint_score_order=cfg.checkpoint.mode),
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
-            callbacks=[RunRecorder(run_dir, cfg.run.epochs, cfg.run.progress), *(callbacks or [])],
+            callbacks=[RunRecorder(run_dir, cfg.run.epochs), *(callbacks or [])],
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
@@ -176,6 +180,9 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
     started = time.time()
     trainer = build_trainer(cfg, run_name=cfg.run.name, storage_path=cfg.run.storage_path)
     print(f"hexray train: run directory {run_dir}", flush=True)
+    tail = ProgressTail(run_dir) if cfg.run.progress and "://" not in run_dir else None
+    if tail is not None:
+        tail.start()
     try:
         result = trainer.fit()
     except KeyboardInterrupt:
@@ -187,6 +194,9 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
         if message:
             raise ValueError(message) from err
         raise
+    finally:
+        if tail is not None:
+            tail.stop()
     if result.error is not None:
         raise result.error
     train_seconds = time.time() - started

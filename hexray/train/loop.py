@@ -119,7 +119,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         sums: dict[str, float] = defaultdict(float)
         count, images, epoch_start = 0, 0, time.perf_counter()
         train_time = 0.0
-        batches = shard.iter_torch_batches(batch_size=per_worker_batch, drop_last=True, prefetch_batches=2)
+        batches = shard.iter_torch_batches(batch_size=per_worker_batch, drop_last=True, prefetch_batches=2,
+                                           local_shuffle_buffer_size=cfg.data.shuffle_buffer or None)
         t0 = time.perf_counter()
         for i, batch in enumerate(batches):
             if i >= steps_per_epoch:
@@ -162,7 +163,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {**_means(sums, count), **restored, "epoch": epoch_no, "step": step, "epoch_end": 1,
                    "lr": optimizer.param_groups[0]["lr"], "images_per_s": images / max(train_time, 1e-9),
                    "time/epoch_s": time.perf_counter() - epoch_start, "nan_skips": guard.skipped,
-                   "data/corrupt": _corrupt_count(), **placement}
+                   "data/corrupt": _corrupt_count(config.get("corrupt_key")), **placement}
         restored = {}
         if monitor is not None and (epoch_no % cfg.probe.knn_every_epochs == 0 or epoch_no == cfg.run.epochs):
             last_monitor = monitor.evaluate(inner.method.backbone, inner.probe, device=device,
@@ -182,12 +183,10 @@ def _means(sums: dict[str, float], count: int) -> dict[str, float]:
     return {k: v / count for k, v in sums.items()} if count else {}
 
 
-def _corrupt_count() -> int:
-    try:
-        from hexray.data.pipeline import corrupt_count
-    except ImportError:
-        return 0
-    return int(corrupt_count("train"))
+def _corrupt_count(key: str | None) -> int:
+    from hexray.data.pipeline import corrupt_count
+
+    return int(corrupt_count(key)) if key else 0
 
 
 def _report(metrics: dict[str, Any], save: bool, epoch: int, step: int, module: TrainModule, optimizer: Any,

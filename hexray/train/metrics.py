@@ -8,11 +8,13 @@ import csv
 import json
 import math
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from ray.train import UserCallback
 
+PROGRESS_FILE = "progress.log"
 PLACEMENT_KEYS = ("worker/rank", "worker/node_id", "worker/node_ip", "worker/hostname")
 FIRST_COLUMNS = ("epoch", "step", "loss")
 PROGRESS_KEYS = ("loss", "knn/top1", "knn/superclass", "probe/online_top1", "hex/epsilon", "lr")
@@ -73,12 +75,11 @@ def progress_line(metrics: dict[str, Any], total_epochs: int, epoch_seconds: lis
 
 class RunRecorder(UserCallback):
     """Writes `metrics.csv` and `placement.json` (per-rank node id/ip/hostname, for summary.json) into the run
-    directory and prints a progress line after each epoch. Runs in Ray Train's controller process."""
+    directory and appends a progress line per epoch to `progress.log`. Runs in Ray Train's controller process."""
 
-    def __init__(self, run_dir: str, total_epochs: int, progress: bool = True) -> None:
+    def __init__(self, run_dir: str, total_epochs: int) -> None:
         self.run_dir = run_dir
         self.total_epochs = total_epochs
-        self.progress = progress
         self._writer: CsvMetricsWriter | None = None
         self._epoch_seconds: list[float] = []
 
@@ -95,5 +96,39 @@ class RunRecorder(UserCallback):
         if main.get("epoch_end"):
             if isinstance(main.get("time/epoch_s"), (int, float)):
                 self._epoch_seconds.append(float(main["time/epoch_s"]))
-            if self.progress:
-                print(progress_line(main, self.total_epochs, self._epoch_seconds), file=sys.stdout, flush=True)
+            line = progress_line(main, self.total_epochs, self._epoch_seconds)
+            with (Path(self.run_dir) / PROGRESS_FILE).open("a") as f:
+                f.write(line + "\n")
+
+
+class ProgressTail(threading.Thread):
+    """Driver-side: prints the lines the recorder appends to `progress.log` while `trainer.fit()` blocks (the
+    recorder runs in Ray's controller process, whose stdout does not reach the user without log_to_driver)."""
+
+    def __init__(self, run_dir: str, interval: float = 1.0, stream: Any = None) -> None:
+        super().__init__(daemon=True)
+        self.path = Path(run_dir) / PROGRESS_FILE
+        self.interval, self.stream = interval, stream or sys.stdout
+        self._stop_event = threading.Event()
+        self._offset = self.path.stat().st_size if self.path.is_file() else 0
+
+    def poll(self) -> None:
+        if not self.path.is_file():
+            return
+        with self.path.open() as f:
+            f.seek(self._offset)
+            text = f.read()
+        complete = text[: text.rfind("\n") + 1]
+        self._offset += len(complete.encode())
+        if complete:
+            self.stream.write(complete)
+            self.stream.flush()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.poll()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        self.poll()
