@@ -1,4 +1,5 @@
-"""`hexray report` (placeholder until its issue lands)."""
+"""`hexray report RUN_DIRS... --out DIR`: a Markdown comparison (method × base/HEX, mean ± std over seeds) with
+plots, for any set of run dirs or a sweep's experiment dir (searched for run dirs)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("report", help="(not yet available)")
-    parser.set_defaults(func=_run)
+    p = subparsers.add_parser("report", help="Markdown comparison of runs (base vs HEX, mean ± std over seeds)",
+                              description=__doc__)
+    p.add_argument("paths", nargs="+", help="run directories and/or directories holding runs (a sweep's dir)")
+    p.add_argument("--out", required=True, help="output directory for report.md and plots/")
+    p.add_argument("--title", default="hexray report")
+    p.add_argument("--no-plots", dest="plots", action="store_false")
+    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("hexray report is not available yet")
+    from hexray.eval.report import write_report
+
+    path = write_report(args.paths, args.out, title=args.title, plots=args.plots)
+    print(path.read_text().split("## Runs")[0].rstrip())
+    print(f"\nwrote {path}")
+    return 0

@@ -1,0 +1,262 @@
+"""`hexray report`: a Markdown comparison of runs (method × base/HEX × seeds, mean ± std over seeds) with plots.
+
+Runs are grouped by what they trained: dataset, method, SEM, HEX on/off — plus any other config key that differs
+between runs of that group (so a sweep over a threshold kind yields one row per kind). Seeds (any `*seed` key)
+and bookkeeping (`run.*` except epochs, `checkpoint.*`, `scaling.*`, `fast.*`, `probe.*`) never split a group.
+Numbers come from each run's `eval.json` (`hexray eval`), else from `summary.json`'s final evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hexray.eval.runs import (
+    EVAL_FILE,
+    SUMMARY_FILE,
+    find_run_dirs,
+    flatten,
+    per_epoch,
+    read_config_dict,
+    read_json,
+    read_metrics,
+)
+
+COLUMNS = (
+    ("knn/top1@20", "kNN@20 fine"), ("knn/superclass@20", "kNN@20 super"), ("knn/top1@200", "kNN@200 fine"),
+    ("probe/top1", "probe fine"), ("probe/superclass", "probe super"), ("probe/top1@10pct", "probe fine 10%"),
+    ("probe/top1@1pct", "probe fine 1%"), ("sem/probe_top1", "SEM probe fine"),
+)
+_NEUTRAL_PREFIXES = ("run.", "checkpoint.", "scaling.", "fast.", "probe.")
+_NEUTRAL_KEYS = {"data.path", "data.cache_dir"}
+
+
+@dataclass
+class RunRecord:
+    """One run as the report sees it."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    source: str
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    plots: dict[str, str] = field(default_factory=dict)
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        return flatten(self.config).get(dotted, default)
+
+    @property
+    def seed(self) -> Any:
+        return self.get("run.seed")
+
+
+def load_record(run: Path) -> RunRecord:
+    """Config + the best available numbers of one run dir (eval.json over summary.json)."""
+    config = read_config_dict(run)
+    ev = read_json(run / EVAL_FILE)
+    summary = read_json(run / SUMMARY_FILE) or {}
+    evaluation = summary.get("evaluation") or {}
+    baselines = {k: v for k, v in evaluation.items() if k != "pretrained" and isinstance(v, dict)}
+    if ev and ev.get("metrics"):
+        return RunRecord(run, config, dict(ev["metrics"]), EVAL_FILE, baselines, dict(ev.get("plots") or {}))
+    if isinstance(evaluation.get("pretrained"), dict):
+        return RunRecord(run, config, dict(evaluation["pretrained"]), SUMMARY_FILE, baselines)
+    final = summary.get("final_metrics") or {}
+    metrics = {"knn/top1@20": final["knn/top1"]} if "knn/top1" in final else {}
+    if "knn/superclass" in final:
+        metrics["knn/superclass@20"] = final["knn/superclass"]
+    return RunRecord(run, config, metrics, f"{SUMMARY_FILE} (online kNN)" if metrics else "none", baselines)
+
+
+def _is_neutral(key: str) -> bool:
+    if key == "run.epochs":
+        return False
+    return key.startswith(_NEUTRAL_PREFIXES) or key in _NEUTRAL_KEYS or key.rsplit(".", 1)[-1].endswith("seed")
+
+
+def _primary(r: RunRecord) -> tuple:
+    return (str(r.get("data.dataset")), str(r.get("method.name")), bool(r.get("sem.enabled", False)),
+            bool(r.get("hex.enabled", False)))
+
+
+@dataclass
+class Group:
+    dataset: str
+    method: str
+    sem: bool
+    hex: bool
+    variant: str
+    runs: list[RunRecord]
+
+    @property
+    def label(self) -> str:
+        name = self.method + ("+SEM" if self.sem else "") + (" +HEX" if self.hex else " base")
+        return f"{name} [{self.variant}]" if self.variant else name
+
+
+def group_runs(records: Sequence[RunRecord]) -> list[Group]:
+    """Groups of repeats (see module docstring), sorted by dataset, method, SEM, base before HEX, variant."""
+    primary: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        primary[_primary(r)].append(r)
+    groups = []
+    for key, runs in primary.items():
+        flat = [{k: v for k, v in flatten(r.config).items() if not _is_neutral(k)} for r in runs]
+        keys = sorted({k for f in flat for k in f})
+        varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+        sub: dict[str, list[RunRecord]] = defaultdict(list)
+        for r, f in zip(runs, flat, strict=True):
+            sub[", ".join(f"{k}={f.get(k)}" for k in varying)].append(r)
+        for variant, members in sub.items():
+            groups.append(Group(*key, variant=variant, runs=sorted(members, key=lambda r: str(r.seed))))
+    return sorted(groups, key=lambda g: (g.dataset, g.method, g.sem, g.hex, g.variant))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and *sample* standard deviation (n − 1; 0 for a single run)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def format_cell(values: Sequence[float]) -> str:
+    """'85.3 ± 0.4' in percent; a single run shows no ±; no values show '—'."""
+    if not values:
+        return "—"
+    mean, std = mean_std([100 * v for v in values])
+    return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def comparison_table(groups: Sequence[Group]) -> tuple[str, list[tuple[str, str]]]:
+    """(Markdown table, the columns shown): one row per group, mean ± std over its seeds."""
+    cols = [(k, t) for k, t in COLUMNS if any(k in r.metrics for g in groups for r in g.runs)]
+    head = ["dataset", "method", "HEX", "config", "seeds", *[t for _, t in cols]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        method = g.method + ("+SEM" if g.sem else "")
+        seeds = ",".join(str(r.seed) for r in g.runs)
+        cells = [format_cell([r.metrics[k] for r in g.runs if k in r.metrics]) for k, _ in cols]
+        lines.append("| " + " | ".join([g.dataset, method, "HEX" if g.hex else "base", g.variant or "—",
+                                        f"{len(g.runs)} ({seeds})", *cells]) + " |")
+    return "\n".join(lines), cols
+
+
+def delta_table(groups: Sequence[Group], cols: Sequence[tuple[str, str]]) -> str | None:
+    """HEX − base (difference of the means, percentage points) for each (dataset, method, variant) with both."""
+    by_key = {(g.dataset, g.method, g.sem, g.variant, g.hex): g for g in groups}
+    lines = []
+    for (dataset, method, sem, variant, hexed), g in by_key.items():
+        base = by_key.get((dataset, method, sem, variant, False))
+        if not hexed or base is None:
+            continue
+        cells = []
+        for k, _ in cols:
+            a = [r.metrics[k] for r in g.runs if k in r.metrics]
+            b = [r.metrics[k] for r in base.runs if k in r.metrics]
+            cells.append(f"{100 * (mean_std(a)[0] - mean_std(b)[0]):+.1f}" if a and b else "—")
+        name = method + ("+SEM" if sem else "")
+        lines.append("| " + " | ".join([dataset, name, variant or "—", *cells]) + " |")
+    if not lines:
+        return None
+    head = ["dataset", "method", "config", *[t for _, t in cols]]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines])
+
+
+def baseline_table(records: Sequence[RunRecord], cols: Sequence[tuple[str, str]]) -> str | None:
+    """Random-init network and raw pixels (from summary.json), mean over the runs of each dataset."""
+    rows = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        for name, metrics in r.baselines.items():
+            for k, _ in cols:
+                if k in metrics:
+                    rows[(str(r.get("data.dataset")), name)][k].append(metrics[k])
+    if not rows:
+        return None
+    head = ["dataset", "features", *[t for _, t in cols]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (dataset, name), values in sorted(rows.items()):
+        lines.append("| " + " | ".join([dataset, name, *[format_cell(values.get(k, [])) for k, _ in cols]]) + " |")
+    return "\n".join(lines)
+
+
+def _curve_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, Path]]:
+    from hexray.eval.plots import plot_group_curves
+
+    made = []
+    for dataset in sorted({g.dataset for g in groups}):
+        mine = [g for g in groups if g.dataset == dataset]
+        frames = {id(r): read_metrics(r.path) for g in mine for r in g.runs}
+        for key, ylabel, scale, title in (
+            ("knn/top1", "kNN top-1 (%)", 100.0, "Online kNN monitor over training"),
+            ("probe/online_top1", "online probe top-1 (%)", 100.0, "Online linear probe over training"),
+            ("hex/epsilon", "ε", 1.0, "HEX threshold ε over training"),
+            ("hex/purity", "H(i) superclass purity", 1.0, "H(i) superclass purity over training"),
+        ):
+            curves = {g.label: [per_epoch(frames[id(r)], key) for r in g.runs] for g in mine}
+            safe = key.replace("/", "_")
+            path = plot_group_curves(curves, out / "plots" / f"{dataset}_{safe}.png", ylabel=ylabel,
+                                     title=f"{title} — {dataset}", scale=scale)
+            if path is not None:
+                made.append((f"{title} — {dataset}", path))
+    return made
+
+
+def _run_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, list[tuple[str, Path]]]]:
+    """Copy each group's first evaluated run's plots into the report (the rest are one `hexray eval` away)."""
+    sections = []
+    for g in groups:
+        run = next((r for r in g.runs if r.plots), None)
+        if run is None:
+            continue
+        copied = []
+        for name, rel in sorted(run.plots.items()):
+            src = run.path / rel
+            if src.is_file():
+                dst = out / "plots" / "runs" / f"{run.path.name}_{name}.png"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                copied.append((name, dst))
+        if copied:
+            sections.append((f"{g.dataset}: {g.label}, seed {run.seed} ({run.path.name})", copied))
+    return sections
+
+
+def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, title: str = "hexray report",
+                 plots: bool = True) -> Path:
+    """Find the runs under `paths`, write `out/report.md` (+ `out/plots/`), return the Markdown path."""
+    runs = find_run_dirs(paths)
+    records = [load_record(r) for r in runs]
+    groups = group_runs(records)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table, cols = comparison_table(groups)
+    parts = [f"# {title}", "",
+             f"{len(records)} runs in {len(groups)} groups. Accuracy in %, mean ± sample std over seeds "
+             "(a single run shows no ±).", "", "## Comparison", "", table, ""]
+    delta = delta_table(groups, cols)
+    if delta:
+        parts += ["## HEX − base (percentage points, difference of means)", "", delta, ""]
+    baselines = baseline_table(records, cols)
+    if baselines:
+        parts += ["## Baselines (same scoring, from each run's summary.json)", "", baselines, ""]
+    if plots:
+        curves = _curve_plots(groups, out)
+        if curves:
+            parts += ["## Over training (mean over seeds; band = min..max)", ""]
+            parts += [f"![{name}]({p.relative_to(out).as_posix()})" for name, p in curves] + [""]
+        for heading, pngs in _run_plots(groups, out):
+            parts += [f"### {heading}", ""] + [f"![{n}]({p.relative_to(out).as_posix()})" for n, p in pngs] + [""]
+    parts += ["## Runs", "", "| run | group | seed | numbers from |", "|---|---|---|---|"]
+    by_run = {id(r): g for g in groups for r in g.runs}
+    for r in records:
+        parts.append(f"| `{r.path}` | {by_run[id(r)].label} | {r.seed} | {r.source} |")
+    path = out / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path
