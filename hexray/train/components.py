@@ -85,3 +85,29 @@ def state_digest(obj: Any) -> float:
     if isinstance(obj, (list, tuple)):
         return sum(state_digest(v) for v in obj)
     return 0.0
+
+
+def training_state(module: TrainModule, optimizer: Any, scheduler: Any, *, epoch: int, step: int, cfg_dict: dict,
+                   nan_skips: int) -> dict[str, Any]:
+    """Everything a restart needs (the `state.pt` layout of `hexray.train.checkpoint`). The method's state dict
+    carries its target network and queue buffers."""
+    return {"method": module.method.state_dict(),
+            "probe": module.probe.state_dict() if module.probe is not None else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+            "step": step, "config": cfg_dict, "nan_skips": nan_skips, "rng": torch.get_rng_state()}
+
+
+def restore_training_state(state: dict[str, Any], module: TrainModule, optimizer: Any, scheduler: Any) -> dict:
+    """Load `state` into freshly built objects; returns the `restored_*` metrics that prove what was loaded
+    (epoch, step, scheduler position, fingerprints of the optimizer state and of the method incl. buffers)."""
+    module.method.load_state_dict(state["method"])
+    if module.probe is not None and state.get("probe") is not None:
+        module.probe.load_state_dict(state["probe"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
+    return {"restored_epoch": int(state["epoch"]), "restored_step": int(state["step"]),
+            "restored/optimizer_digest": state_digest(optimizer.state_dict()["state"]),
+            "restored/scheduler_step": scheduler.last_epoch,
+            "restored/method_digest": state_digest(module.method.state_dict())}

@@ -23,7 +23,13 @@ import torch
 import torch.distributed as dist
 
 from hexray.train.checkpoint import checkpoint_dir_name, load_state, save_state
-from hexray.train.components import TrainModule, build_optimization, resolve_fast_path, state_digest
+from hexray.train.components import (
+    TrainModule,
+    build_optimization,
+    resolve_fast_path,
+    restore_training_state,
+    training_state,
+)
 from hexray.train.nan_guard import NanGuard
 from hexray.train.probes import KnnMonitor, OnlineProbe
 
@@ -85,19 +91,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             state = load_state(ckpt_dir)
-        method.load_state_dict(state["method"])
-        if probe is not None and state.get("probe") is not None:
-            probe.load_state_dict(state["probe"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        restored = restore_training_state(state, module, optimizer, scheduler)
         start_epoch, step = int(state["epoch"]), int(state["step"])
         guard.skipped = int(state.get("nan_skips", 0))
-        if "rng" in state:
-            torch.set_rng_state(state["rng"])
-        restored = {"restored_epoch": start_epoch, "restored_step": step,
-                    "restored/optimizer_digest": state_digest(optimizer.state_dict()["state"]),
-                    "restored/scheduler_step": scheduler.last_epoch,
-                    "restored/method_digest": state_digest(method.state_dict())}
 
     if fast.channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -195,10 +191,8 @@ def _report(metrics: dict[str, Any], save: bool, epoch: int, step: int, module: 
     if not save:
         ray.train.report(metrics)
         return
-    state = {"method": module.method.state_dict(),
-             "probe": module.probe.state_dict() if module.probe is not None else None,
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-             "step": step, "config": cfg_dict, "nan_skips": guard.skipped, "rng": torch.get_rng_state()}
+    state = training_state(module, optimizer, scheduler, epoch=epoch, step=step, cfg_dict=cfg_dict,
+                           nan_skips=guard.skipped)
     with tempfile.TemporaryDirectory() as tmp:
         save_state(tmp, state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
