@@ -161,6 +161,25 @@ def _failure_message(err: Exception) -> str | None:
     return None
 
 
+def _completed_epochs(run_dir: str, result: Any) -> int:
+    """Epochs finished so far: from the newest checkpoint's name (the last epoch is always checkpointed)."""
+    from hexray.train.checkpoint import find_checkpoints
+
+    if "://" in run_dir:
+        return int((result.metrics or {}).get("epoch", 0))
+    found = find_checkpoints(run_dir)
+    return int(found[-1].name.removeprefix("checkpoint_epoch")) if found else 0
+
+
+def _interrupted(run_dir: str) -> None:
+    from hexray.train.checkpoint import find_checkpoints
+
+    found = find_checkpoints(run_dir) if "://" not in run_dir and Path(run_dir).is_dir() else []
+    where = f"the last checkpoint is {found[-1].name}" if found else "no epoch had finished, so no checkpoint exists"
+    print(f"\ninterrupted; {where}. Continue with:  hexray train --resume {run_dir}", flush=True)
+    raise KeyboardInterrupt
+
+
 def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval: bool = True) -> RunResult:
     """Train (or continue the run in `resume_dir`), then write and return the summary.
 
@@ -185,10 +204,8 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
         tail.start()
     try:
         result = trainer.fit()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the last checkpoint is kept: continue with  hexray train --resume {run_dir}",
-              flush=True)
-        raise
+    except (KeyboardInterrupt, SystemExit):  # Ray's own SIGINT handler aborts the run and calls sys.exit
+        _interrupted(run_dir)
     except Exception as err:  # Ray wraps worker errors; surface the NaN guard's message as a user error
         message = _failure_message(err)
         if message:
@@ -199,6 +216,8 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
             tail.stop()
     if result.error is not None:
         raise result.error
+    if _completed_epochs(run_dir, result) < cfg.run.epochs:
+        _interrupted(run_dir)  # aborted (Ctrl-C) before the last epoch: fit() returns without an error
     train_seconds = time.time() - started
     summary: dict[str, Any] = {"run_dir": run_dir, "final_metrics": _plain(result.metrics or {}),
                                "workers": _placement(run_dir), "train_seconds": round(train_seconds, 1)}

@@ -1,0 +1,114 @@
+"""Training throughput: `hexray train`'s loop (Ray Train + Ray Data, 1 worker) vs a plain PyTorch loop over the
+same batches already in memory with the same model, interleaved in one run; then 1 → 2 Ray Train workers.
+
+    python benchmarks/train_throughput.py                       # default config (Fashion-MNIST, convnet)
+    python benchmarks/train_throughput.py --images 4096 --rounds 2 --set backbone.width=16
+
+Ray runs report images/s measured inside the loop (batch waiting included, start-up and kNN monitor excluded);
+the plain loop times the same optimizer steps on pre-made augmented batches. Target: ratio >= 0.85 on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+
+def ray_images_per_s(overrides: list[str], storage: str, name: str) -> float:
+    from hexray.config import load_config
+    from hexray.train.launch import build_trainer
+
+    cfg = load_config(None, [*overrides, "probe.knn_every_epochs=0", "checkpoint.metric=loss",
+                             "checkpoint.mode=min", "run.log_every_steps=0", f"run.storage_path={storage}"])
+    build_trainer(cfg, run_name=name).fit()
+    rows = [r for r in csv.DictReader((Path(storage) / name / "metrics.csv").open()) if r["epoch_end"] == "1"]
+    return max(float(r["images_per_s"]) for r in rows)  # best epoch: the first one includes pipeline warm-up
+
+
+def plain_images_per_s(overrides: list[str], batches: list[dict], epochs: int) -> float:
+    from hexray.config import load_config
+    from hexray.methods.registry import build_method
+    from hexray.train.components import TrainModule, build_optimization
+    from hexray.train.probes import OnlineProbe
+
+    cfg = load_config(None, overrides)
+    method = build_method(cfg.method, cfg.backbone, cfg.hex, cfg.sem, max_epochs=cfg.run.epochs)
+    module = TrainModule(method, OnlineProbe(method.feature_dim, 10, 4))
+    optimizer, scheduler, _ = build_optimization(module, cfg, len(batches), 1)
+    best = 0.0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        for b in batches:
+            out, probe_loss = module(b["view1"], b["view2"], b["label"], b["superclass"], epoch=epoch,
+                                     use_superclass=True)
+            optimizer.zero_grad(set_to_none=True)
+            (out.loss + probe_loss).backward()
+            optimizer.step()
+            method.momentum_update(0.5)
+            scheduler.step()
+        best = max(best, len(batches) * batches[0]["view1"].shape[0] / (time.perf_counter() - start))
+    return best
+
+
+def in_memory_batches(overrides: list[str], n_batches: int) -> list[dict]:
+    from hexray.config import load_config
+    from hexray.data.pipeline import train_dataset
+    from hexray.data.registry import prepare_dataset
+
+    cfg = load_config(None, overrides)
+    d = cfg.data
+    root = prepare_dataset(d.dataset, path=d.path, cache_dir=d.cache_dir, **d.options)
+    ds = train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size, seed=0,
+                       limit=n_batches * d.batch_size)
+    out = []
+    for batch in ds.iter_torch_batches(batch_size=d.batch_size, drop_last=True):
+        out.append({k: batch[k] for k in ("view1", "view2", "label", "superclass")})
+    return out[:n_batches]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=8192, help="training images per epoch")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved (ray, plain) rounds")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+
+    from hexray.train.launch import ensure_ray
+
+    ensure_ray()
+    base = [f"data.limit_train={args.images}", f"run.epochs={args.epochs}", *args.overrides]
+    from hexray.config import load_config
+
+    batch = load_config(None, base).data.batch_size
+    batches = in_memory_batches(base, max(1, args.images // batch))
+    torch.set_num_threads(os.cpu_count() or 1)
+    storage = tempfile.mkdtemp(prefix="hexray-bench-")
+    ray_runs, plain_runs = [], []
+    for r in range(args.rounds):
+        ray_runs.append(ray_images_per_s([*base, "scaling.num_workers=1"], storage, f"one-{r}"))
+        torch.set_num_threads(os.cpu_count() or 1)
+        plain_runs.append(plain_images_per_s(base, batches, args.epochs))
+        print(f"round {r}: ray-train 1 worker {ray_runs[-1]:8.1f} img/s | plain torch {plain_runs[-1]:8.1f} img/s"
+              f" | ratio {ray_runs[-1] / plain_runs[-1]:.2f}", flush=True)
+    two = ray_images_per_s([*base, "scaling.num_workers=2"], storage, "two")
+    one = max(ray_runs)
+    print()
+    print(f"{'setting':<34}{'images/s':>10}{'ratio':>8}")
+    print(f"{'plain PyTorch, in-memory batches':<34}{max(plain_runs):>10.1f}{1.0:>8.2f}")
+    print(f"{'hexray train, Ray, 1 worker':<34}{one:>10.1f}{one / max(plain_runs):>8.2f}")
+    print(f"{'hexray train, Ray, 2 workers':<34}{two:>10.1f}{two / one:>8.2f}  (vs 1 worker)")
+    print(f"cpus={os.cpu_count()} batch={batch} images/epoch={args.images} epochs={args.epochs} "
+          f"load average={os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
