@@ -1,13 +1,12 @@
 """Capped, class-covering eval image sets straight from a run's Parquet shards (no Ray: offline eval of a small
 run should take seconds, and a seeded random subset beats `limit`'s first-N rows, which may be class-sorted).
 
-Images get the eval view of the data contract: resize the short side, centre-crop to `image_size`, scale to
-[0, 1] and normalise with the manifest's mean/std. Undecodable images are skipped and counted.
+Images get the eval view of the data pipeline (`hexray.data.decode`, same resize/centre-crop), scaled to
+[0, 1] and normalised with the manifest's mean/std. Undecodable images are skipped and counted.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -20,22 +19,16 @@ DEFAULT_MAX_TRAIN = 5000
 DEFAULT_MAX_TEST = 2000
 
 
-def decode_image(data: bytes, *, channels: int, image_size: int) -> np.ndarray:
-    """Encoded bytes → uint8 (C, image_size, image_size): short side resized to image_size, centre crop."""
-    from PIL import Image
+def eval_view(data: bytes, *, channels: int, image_size: int) -> Tensor | None:
+    """Encoded bytes → float (C, S, S) in [0, 255], exactly the training pipeline's eval view
+    (`hexray.data.decode`: short side resized to S/crop_fraction, centre crop; crop 0.875 from 64 px up);
+    None when the bytes do not decode."""
+    from hexray.data.decode import decode_image, resize_center_crop
 
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("L" if channels == 1 else "RGB")
-        w, h = img.size
-        if min(w, h) != image_size:
-            scale = image_size / min(w, h)
-            img = img.resize((max(image_size, round(w * scale)), max(image_size, round(h * scale))),
-                             Image.BILINEAR)
-            w, h = img.size
-        left, top = (w - image_size) // 2, (h - image_size) // 2
-        img = img.crop((left, top, left + image_size, top + image_size))
-        array = np.asarray(img, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    image = decode_image(data, channels)
+    if image is None:
+        return None
+    return resize_center_crop(image, image_size, 0.875 if image_size >= 64 else 1.0)
 
 
 def read_split(root: str, split: str, *, image_size: int, max_samples: int | None, seed: int = 0,
@@ -68,15 +61,15 @@ def read_split(root: str, split: str, *, image_size: int, max_samples: int | Non
             continue
         column = pq.read_table(path, columns=["image"], filesystem=fs)["image"]
         for r in rows.tolist():
-            try:
-                images.append(decode_image(column[r].as_py(), channels=m.channels, image_size=image_size))
-            except Exception:  # a corrupt image is dropped and counted, as in the training pipeline
+            image = eval_view(column[r].as_py(), channels=m.channels, image_size=image_size)
+            if image is None:  # a corrupt image is dropped and counted, as in the training pipeline
                 corrupt += 1
                 continue
+            images.append(image)
             labels.append(int(shard_labels[r]))
     if not images:
         raise ValueError(f"no decodable images in split {split!r} of {root}")
-    x = torch.from_numpy(np.stack(images)).float().div_(255.0)
+    x = torch.stack(images).div_(255.0)
     mean = torch.tensor(m.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(m.std, dtype=torch.float32).view(1, -1, 1, 1)
     return (x - mean) / std, torch.tensor(labels, dtype=torch.long), corrupt
