@@ -8,11 +8,10 @@ from __future__ import annotations
 import csv
 
 import pytest
+from test_train_e2e import synthetic_overrides
 
 from hexray.train.checkpoint import checkpoint_dir_name, load_state
 from hexray.train.components import state_digest
-
-from .test_train_e2e import synthetic_overrides
 
 
 def _rows(run):

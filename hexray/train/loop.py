@@ -112,7 +112,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, cfg.run.epochs):
         model.train()
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, Any] = {}
         count, images, epoch_start = 0, 0, time.perf_counter()
         train_time = 0.0
         batches = shard.iter_torch_batches(batch_size=per_worker_batch, drop_last=True, prefetch_batches=2,
@@ -139,9 +139,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     torch.nn.utils.clip_grad_norm_(inner.method.parameters(), cfg.optim.grad_clip)
                 optimizer.step()
                 inner.method.momentum_update(min(1.0, (step + 1) / total_steps))
-                sums["loss"] += float(out.loss.detach())
+                sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float()  # on device: no sync per step
                 for name, value in out.terms.items():
-                    sums[name] += float(value.detach().float().mean())
+                    sums[name] = sums.get(name, 0.0) + value.detach().float().mean()
                 count += 1
             scheduler.step()
             step += 1
@@ -175,8 +175,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 os._exit(1)
 
 
-def _means(sums: dict[str, float], count: int) -> dict[str, float]:
-    return {k: v / count for k, v in sums.items()} if count else {}
+def _means(sums: dict[str, Any], count: int) -> dict[str, float]:
+    return {k: float(v) / count for k, v in sums.items()} if count else {}
 
 
 def _corrupt_count(key: str | None) -> int:

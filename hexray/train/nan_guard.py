@@ -12,7 +12,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 def first_bad_term(output: LossOutput) -> str | None:
-    """Name of the first non-finite term (terms first, so the culprit is named, then `loss`), or None."""
+    """Name of the first non-finite term (terms first, so the culprit is named, then `loss`), or None.
+    One device sync on the common path: every value is checked in a single stacked `isfinite`."""
+    values = [v.detach().float().reshape(-1) for v in (output.loss, *output.terms.values())]
+    if bool(torch.isfinite(torch.cat(values)).all()):
+        return None
     for name, value in output.terms.items():
         if not bool(torch.isfinite(value.detach()).all()):
             return name
