@@ -59,8 +59,18 @@ def _counters_class():
     return DataCounters
 
 
+_HANDLES: dict[str, Any] = {}
+
+
 def _counters_actor():
-    return _counters_class().options(name=COUNTERS_NAME, namespace=COUNTERS_NAMESPACE, get_if_exists=True).remote()
+    """The named counters actor; this process keeps its handle, since Ray kills an actor nobody holds."""
+    import ray
+
+    cluster = ray.get_runtime_context().gcs_address
+    if cluster not in _HANDLES:
+        _HANDLES[cluster] = _counters_class().options(
+            name=COUNTERS_NAME, namespace=COUNTERS_NAMESPACE, get_if_exists=True).remote()
+    return _HANDLES[cluster]
 
 
 def _record_corrupt(key: str, n: int) -> None:
@@ -158,7 +168,8 @@ def _read(manifest: Manifest, split: str, *, shuffle_seed: int | None, read_cpus
     fs, base = filesystem(manifest.root)
     paths = [join(base, s.file) for s in manifest.split(split).shards]
     shuffle = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed)
-    return ray.data.read_parquet(paths, filesystem=fs, columns=COLUMNS, shuffle=shuffle, num_cpus=read_cpus)
+    ds = ray.data.read_parquet(paths, filesystem=fs, shuffle=shuffle, num_cpus=read_cpus)
+    return ds.select_columns(COLUMNS)
 
 
 def _open(root: str | Manifest, split: str, verify: str) -> Manifest:
