@@ -74,7 +74,8 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
             metric=spec.metric,
             mode=spec.mode,
             num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent_trials,
+            # Tune applies max_concurrent_trials only to Searchers; the variant generator limits itself.
+            max_concurrent_trials=spec.max_concurrent_trials if spec.search.algorithm == "optuna" else None,
             scheduler=_scheduler(spec),
             search_alg=_search_alg(spec),
         ),
@@ -125,7 +126,7 @@ def _search_alg(spec: SweepSpec) -> Any:
         return OptunaSearch(seed=spec.search.seed)
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=spec.search.seed)
+    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=spec.max_concurrent_trials)
 
 
 def write_sweep_files(prepared: PreparedSweep) -> None:

@@ -1,0 +1,183 @@
+"""Sweep YAML parsing, the Tune search space it maps to, and validation against the training config (no trials)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hexray.tune.runner import load_prepared, prepare_sweep, write_sweep_files
+from hexray.tune.space import candidate_assignments, flatten_trial_config, to_tune_space
+from hexray.tune.spec import SweepError, load_sweep, sweep_from_dict
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+
+def _spec(**raw):
+    raw.setdefault("space", {"hex.beta": {"uniform": [0.5, 1.5]}})
+    return sweep_from_dict(raw)
+
+
+def _write(tmp_path: Path, raw: dict, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_defaults_and_distributions():
+    spec = _spec(space={
+        "hex.beta": {"uniform": [0.0, 2.0]},
+        "optim.lr": {"loguniform": [1e-3, 1.0]},
+        "hex.epoch_step": {"randint": [1, 5]},
+        "method.name": {"choice": ["simclr", "byol"]},
+        "hex.variant": {"grid": ["decomposed", "released"]},
+    })
+    assert (spec.metric, spec.mode, spec.num_samples, spec.max_concurrent_trials) == ("probe/online_top1", "max", 1, 1)
+    assert spec.scheduler.kind == "fifo" and spec.search.algorithm == "random"
+    assert [p.kind for p in spec.space.values()] == ["uniform", "loguniform", "randint", "choice", "grid"]
+    space = to_tune_space(spec)
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    assert isinstance(space["hex.beta"], Float) and isinstance(space["optim.lr"], Float)
+    assert isinstance(space["hex.epoch_step"], Integer)
+    assert isinstance(space["method.name"], Categorical)
+    assert space["hex.variant"] == {"grid_search": ["decomposed", "released"]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"space": {"hex.beta": {"normal": [0, 1]}}}, "space.hex.beta: unknown distribution 'normal'"),
+        ({"space": {"hex.beta": {"uniform": [2, 1]}}}, "space.hex.beta.uniform: high must be > low"),
+        ({"space": {"optim.lr": {"loguniform": [0, 1]}}}, "space.optim.lr.loguniform: bounds must be > 0"),
+        ({"space": {"hex.epoch_step": {"randint": [1.5, 3]}}}, "space.hex.epoch_step.randint"),
+        ({"space": {"hex.beta": {"choice": []}}}, "space.hex.beta.choice: expected a non-empty list"),
+        ({"space": {"hex..beta": {"choice": [1]}}}, "space.hex..beta: expected a dotted config key"),
+        ({"space": {"hex.beta": {"choice": [1]}}, "mode": "best"}, "mode: expected one of max, min"),
+        ({"space": {"hex.beta": {"choice": [1]}}, "num_samples": 0}, "num_samples: must be >= 1"),
+        ({"space": {"hex.beta": {"choice": [1]}}, "schedular": "asha"}, "schedular: unknown key"),
+        ({"space": {"hex.beta": {"choice": [1]}}, "scheduler": {"kind": "hyperband"}}, "scheduler.kind"),
+        ({"space": {"hex.beta": {"choice": [1]}}, "scheduler": {"kind": "fifo", "max_t": 3}},
+         "scheduler.max_t: unknown key for scheduler.kind 'fifo'"),
+        ({"space": {"hex.beta": {"choice": [1]}}, "scheduler": {"kind": "pbt"}}, "scheduler.hyperparam_mutations"),
+        ({"space": {"hex.beta": {"uniform": [0, 1]}}, "search": {"algorithm": "grid"}},
+         "space.hex.beta: search.algorithm 'grid' needs discrete values"),
+        ({"space": {"hex.threshold": {"choice": [{"value": "step", "space": {"hex.start": {"uniform": [0.5, 0.9]}}}]}},
+          "search": {"algorithm": "optuna"}}, "space.hex.threshold: search.algorithm 'optuna'"),
+        ({"space": {"hex.beta": {"choice": [1]}}, "overrides": {"hex.beta": 2}}, "overrides.hex.beta: also searched"),
+        ({"space": {"hex.beta": {"choice": [1]}}, "trial": {"driver_resources": {"CPU": -1}}},
+         "trial.driver_resources.CPU"),
+        ({"space": {"hex.threshold": {"grid": [{"value": "step", "space": {"hex.start": {"choice": [0.5]}}}]}}},
+         "space.hex.threshold.grid: conditional sub-spaces are only allowed in `choice`"),
+    ],
+)
+def test_bad_sweeps_name_the_key(raw, named):
+    with pytest.raises(SweepError, match=None) as err:
+        sweep_from_dict(raw)
+    assert named in str(err.value)
+
+
+def test_conditional_choice_maps_to_nested_space_and_flattens_back():
+    spec = _spec(space={"hex.threshold": {"choice": [
+        {"value": "adaptive", "space": {"hex.quantile": {"uniform": [0.9, 0.99]}}},
+        {"value": "step", "space": {"hex.start": {"choice": [0.8, 0.9]}, "hex.epoch_step": {"randint": [1, 3]}}},
+        "superclass",
+    ]}})
+    assert spec.searched_keys() == ["hex.threshold", "hex.quantile", "hex.start", "hex.epoch_step"]
+    options = to_tune_space(spec)["hex.threshold"].categories
+    assert options[0]["_value"] == "adaptive" and "hex.quantile" in options[0]
+    assert options[2] == {"_value": "superclass"}
+    trial = {"hex.threshold": {"_value": "step", "hex.start": 0.9, "hex.epoch_step": 2}, "optim.lr": 0.1}
+    assert flatten_trial_config(trial) == {"hex.threshold": "step", "hex.start": 0.9, "hex.epoch_step": 2,
+                                           "optim.lr": 0.1}
+
+
+def test_grid_algorithm_enumerates_conditional_options():
+    spec = _spec(search={"algorithm": "grid"}, space={
+        "hex.threshold": {"choice": [{"value": "step", "space": {"hex.start": {"choice": [0.8, 0.9]}}}, "adaptive"]},
+        "hex.enabled": {"choice": [True, False]},
+    })
+    space = to_tune_space(spec)
+    assert space["hex.threshold"]["grid_search"] == [
+        {"_value": "step", "hex.start": 0.8}, {"_value": "step", "hex.start": 0.9}, "adaptive"]
+    assert space["hex.enabled"] == {"grid_search": [True, False]}
+
+
+def test_candidates_cover_every_branch_and_range_end():
+    spec = _spec(space={
+        "hex.threshold": {"choice": [{"value": "step", "space": {"hex.epoch_step": {"randint": [2, 5]}}}, "adaptive"]},
+    })
+    assert candidate_assignments(spec) == [
+        {"hex.threshold": "step"},
+        {"hex.threshold": "step", "hex.epoch_step": 2},
+        {"hex.threshold": "step", "hex.epoch_step": 4},
+        {"hex.threshold": "adaptive"},
+    ]
+
+
+def test_unknown_config_key_fails_before_any_trial(tmp_path):
+    spec = load_sweep(_write(tmp_path, {"space": {"hex.betaa": {"choice": [0.5, 1.0]}}}))
+    with pytest.raises(SweepError, match=r"space\.hex\.betaa: value 0.5 does not fit the training config.*hex\.betaa"):
+        prepare_sweep(spec, storage_path=str(tmp_path))
+
+
+def test_impossible_value_of_a_conditional_key_is_named(tmp_path):
+    raw = {"space": {"hex.threshold": {"choice": [
+        {"value": "adaptive", "space": {"hex.quantile": {"uniform": [0.9, 1.5]}}}]}}}
+    with pytest.raises(SweepError, match=r"space\.hex\.quantile: value 1.5 .*hex\.quantile"):
+        prepare_sweep(load_sweep(_write(tmp_path, raw)), storage_path=str(tmp_path))
+
+
+def test_bad_override_and_missing_base_config(tmp_path):
+    with pytest.raises(SweepError, match=r"overrides: .*optim\.lrr"):
+        prepare_sweep(_spec(overrides={"optim.lrr": 0.1}), storage_path=str(tmp_path))
+    with pytest.raises(SweepError, match=r"s\.yaml: base_config: file not found: .*nope\.yaml"):
+        load_sweep(_write(tmp_path, {"base_config": "nope.yaml", "space": {"hex.beta": {"choice": [1.0]}}}))
+
+
+def test_base_config_is_relative_to_the_sweep_file(tmp_path):
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs" / "base.yaml").write_text(yaml.safe_dump({"hex": {"beta": 0.25}, "run": {"epochs": 2}}))
+    sub = tmp_path / "sweeps"
+    sub.mkdir()
+    spec = load_sweep(_write(sub, {"base_config": "../cfgs/base.yaml", "space": {"hex.alpha": {"choice": [0.1]}}}))
+    prepared = prepare_sweep(spec, storage_path=str(tmp_path / "out"))
+    assert prepared.base["hex"]["beta"] == 0.25
+    assert prepared.experiment_dir == (tmp_path / "out" / "s").resolve()
+
+
+def test_optuna_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
+    spec = _spec(search={"algorithm": "optuna"})
+    with pytest.raises(SweepError, match=r"search\.algorithm: 'optuna' needs the optuna package"):
+        prepare_sweep(spec, storage_path=str(tmp_path))
+
+
+def test_pbt_needs_the_init_checkpoint_key(tmp_path):
+    spec = _spec(scheduler={"kind": "pbt", "hyperparam_mutations": {"hex.beta": {"uniform": [0.5, 1.5]}}})
+    with pytest.raises(SweepError, match=r"scheduler\.kind: 'pbt' needs the training config key no\.such"):
+        prepare_sweep(spec, storage_path=str(tmp_path), init_key="no.such")
+    prepared = prepare_sweep(spec, storage_path=str(tmp_path), init_key="data.options.init_from")
+    assert "hex.beta" in to_tune_space(prepared.spec)
+
+
+def test_scaling_section_becomes_overrides_and_sweep_files_round_trip(tmp_path):
+    spec = load_sweep(_write(tmp_path, {"scaling": {"num_workers": 2, "cpus_per_worker": 0.25},
+                                        "overrides": {"data.batch_size": 64},
+                                        "space": {"hex.beta": {"choice": [0.5]}}}))
+    assert spec.overrides == {"data.batch_size": 64, "scaling.num_workers": 2, "scaling.cpus_per_worker": 0.25}
+    prepared = prepare_sweep(spec, storage_path=str(tmp_path / "out"))
+    write_sweep_files(prepared)
+    again = load_prepared(prepared.experiment_dir)
+    assert again.base == prepared.base and again.experiment_dir == prepared.experiment_dir
+    assert again.spec.searched_keys() == ["hex.beta"]
+
+
+@pytest.mark.parametrize("name", ["smoke", "hex_threshold", "hex_weights", "methods"])
+def test_shipped_sweeps_validate(name, tmp_path):
+    prepared = prepare_sweep(load_sweep(SWEEPS / f"{name}.yaml"), storage_path=str(tmp_path))
+    assert prepared.spec.searched_keys()
