@@ -181,3 +181,10 @@ def test_scaling_section_becomes_overrides_and_sweep_files_round_trip(tmp_path):
 def test_shipped_sweeps_validate(name, tmp_path):
     prepared = prepare_sweep(load_sweep(SWEEPS / f"{name}.yaml"), storage_path=str(tmp_path))
     assert prepared.spec.searched_keys()
+
+
+def test_only_epoch_end_reports_reach_tune():
+    from hexray.tune.driver import is_epoch_end
+
+    assert is_epoch_end([{"epoch_end": 1, "loss": 1.0}]) and is_epoch_end([{"loss": 1.0}])
+    assert not is_epoch_end([{"epoch_end": 0, "loss": 1.0}]) and not is_epoch_end([])

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray.train.v2.api.callback import UserCallback  # what ray.train.UserCallback is under Train V2
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from hexray.tune.space import flatten_trial_config
 
@@ -79,9 +80,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     run_name = setup.run_name if init_from is None else f"{setup.run_name}-from-{uuid.uuid4().hex[:8]}"
     build = resolve_builder(setup.builder)
     if not setup.forward_checkpoints:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        build(cfg, run_name=run_name, storage_path=storage_path, callbacks=[TuneReportCallback()]).fit()
+        build(cfg, run_name=run_name, storage_path=storage_path, callbacks=[EpochEndReportCallback()]).fit()
         return
     _fit_forwarding_checkpoints(build, cfg, run_name, storage_path)
 
@@ -127,13 +126,30 @@ def _fit_forwarding_checkpoints(build: Callable[..., Any], cfg: Any, run_name: s
         raise errors.get()
 
 
+def is_epoch_end(metrics: list[dict[str, Any]]) -> bool:
+    """hexray's loop also reports every `run.log_every_steps` steps (`epoch_end: 0`, no probe metrics); Tune sees
+    only epoch ends, so one Tune iteration = one epoch for ASHA/PBT and the sweep metric is in every result."""
+    return bool(metrics) and metrics[0].get("epoch_end", 1) != 0
+
+
+class EpochEndReportCallback(TuneReportCallback):
+    """Ray's Train→Tune forwarding callback, restricted to epoch-end reports."""
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if is_epoch_end(metrics):
+            super().after_report(run_context, metrics, checkpoint)
+
+
 class CheckpointForwardCallback(UserCallback):
-    """Train callback (runs in the Train controller): puts each report's rank-0 metrics and checkpoint on a queue."""
+    """Train callback (runs in the Train controller): puts each epoch-end report's rank-0 metrics and checkpoint on
+    a queue that the trial's driver re-reports to Tune."""
 
     def __init__(self, reports: Any):
         self.reports = reports
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if not is_epoch_end(metrics):
+            return
         result = dict(metrics[0])
         if checkpoint is not None:
             result[CHECKPOINT_PATH_KEY] = checkpoint.path
