@@ -122,6 +122,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     hooks = {key: int(os.environ[env]) for env, key in TEST_HOOK_ENV.items() if os.environ.get(env)}
     if hooks.get("crash_after_epoch"):
         hooks["crash_flag"] = os.environ.get("HEXRAY_TEST_CRASH_FLAG", f"{run_dir}.crashed")
+        hooks["run_dir"] = run_dir
     Path(run_dir).mkdir(parents=True, exist_ok=True) if "://" not in run_dir else None
     if "://" not in run_dir and not (Path(run_dir) / "config.yaml").exists():
         save_config(cfg, Path(run_dir) / "config.yaml")

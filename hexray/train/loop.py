@@ -126,6 +126,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
             label, superclass = batch["label"], batch["superclass"]
+            if rank == 0 and i == 1 and hooks.get("crash_after_epoch") == epoch:
+                _crash_once(hooks)  # test hook: die mid-epoch, after epoch k's checkpoint is registered
             if hooks.get("nan_at_step") == step + 1:
                 v1 = v1 * float("nan")
             with fast.autocast(device):
@@ -168,11 +170,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
         _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
-        if hooks.get("crash_after_epoch") == epoch_no and rank == 0:
-            flag = Path(hooks["crash_flag"])
-            if not flag.exists():
-                flag.write_text(f"crashed after epoch {epoch_no}, step {step}\n")
-                os._exit(1)
+
+
+def _crash_once(hooks: dict[str, Any]) -> None:
+    """Kill this worker process once (a flag file remembers), as a node or process failure would."""
+    flag = Path(hooks["crash_flag"])
+    if flag.exists():
+        return
+    name = checkpoint_dir_name(int(hooks["crash_after_epoch"]))
+    snapshot = Path(hooks["run_dir"]) / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (snapshot.is_file() and name in snapshot.read_text()):
+        time.sleep(0.5)  # Ray's controller polls reports every ~2 s; die only once it has registered the checkpoint
+    flag.write_text(f"crashed after {name}\n")
+    os._exit(1)
 
 
 def _means(sums: dict[str, Any], count: int) -> dict[str, float]:
