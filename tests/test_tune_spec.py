@@ -188,3 +188,12 @@ def test_only_epoch_end_reports_reach_tune():
 
     assert is_epoch_end([{"epoch_end": 1, "loss": 1.0}]) and is_epoch_end([{"loss": 1.0}])
     assert not is_epoch_end([{"epoch_end": 0, "loss": 1.0}]) and not is_epoch_end([])
+
+
+def test_pbt_choice_mutations_stay_on_the_listed_values():
+    from hexray.tune.space import pbt_mutations
+
+    spec = _spec(scheduler={"kind": "pbt", "hyperparam_mutations": {
+        "hex.beta": {"choice": [0.5, 1.0]}, "optim.lr": {"loguniform": [0.01, 1.0]}}})
+    mutations = pbt_mutations(spec)
+    assert mutations["hex.beta"] == [0.5, 1.0] and hasattr(mutations["optim.lr"], "sample")

@@ -29,10 +29,16 @@ def to_tune_space(spec: SweepSpec) -> dict[str, Any]:
 
 
 def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
-    """`hyperparam_mutations` for PopulationBasedTraining, keyed like the param space."""
+    """`hyperparam_mutations` for PopulationBasedTraining, keyed like the param space.
+
+    A `choice` is given to PBT as a plain list: PBT then moves to a neighbouring value, whereas a Tune domain
+    would be scaled by 0.8/1.2 and leave the listed values."""
     from ray import tune
 
-    return {key: _domain(param, False, tune) for key, param in spec.scheduler.hyperparam_mutations.items()}
+    return {
+        key: [b.value for b in param.branches] if param.kind == "choice" else _domain(param, False, tune)
+        for key, param in spec.scheduler.hyperparam_mutations.items()
+    }
 
 
 def _domain(param: ParamSpec, as_grid: bool, tune: Any) -> Any:
