@@ -78,7 +78,8 @@ def test_convnet_shapes_and_width(size, small_stem):
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"name": "vgg"}, "backbone.name"), ({"in_channels": 2}, "backbone.in_channels"), ({"width": 0}, "backbone.width")],
+    [({"name": "vgg"}, "backbone.name"), ({"in_channels": 2}, "backbone.in_channels"),
+     ({"width": 0}, "backbone.width")],
 )
 def test_backbone_config_errors_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):

@@ -1,0 +1,127 @@
+"""gather_with_grad / gather_no_grad: identity without torch.distributed; on 2 gloo processes the global loss and
+the DDP-averaged gradients of every method equal the single-process ones on the concatenated batch."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from hexray import distributed as hd
+from hexray.losses import HexConfig
+from hexray.methods import MethodConfig, build_method
+from hexray.models import BackboneConfig, SEMConfig
+
+NAMES = ["simclr", "moco", "nnclr", "byol", "simsiam", "vicreg", "barlow"]
+PER_RANK = 6
+
+
+def test_single_process_is_identity():
+    x = torch.randn(4, 3, requires_grad=True)
+    assert hd.rank() == 0 and hd.world_size() == 1
+    assert hd.gather_with_grad(x) is x
+    y = hd.gather_no_grad(x)
+    assert torch.equal(y, x) and not y.requires_grad
+
+
+def _method(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_method(
+        MethodConfig(name=name, proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=16, queue_size=64),
+        BackboneConfig(name="convnet", in_channels=1, width=4),
+        HexConfig(enabled=True, threshold="adaptive", warmup_epochs=0),
+        SEMConfig(),
+        max_epochs=10,
+    ).double().eval()  # eval: BatchNorm uses running statistics, identical on every rank (no SyncBN needed)
+
+
+def _batch():
+    g = torch.Generator().manual_seed(7)
+    n = 2 * PER_RANK
+    v1 = torch.randn(n, 1, 12, 12, generator=g, dtype=torch.float64)
+    v2 = torch.randn(n, 1, 12, 12, generator=g, dtype=torch.float64)
+    return v1, v2, torch.arange(n) % 3
+
+
+def _step(name: str, v1, v2, superclass):
+    m = _method(name)
+    out = m(v1, v2, epoch=1, superclass=superclass)
+    out.loss.backward()
+    grads = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+    return out, grads
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        results = {}
+        v1, v2, sc = _batch()
+        mine = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+        for name in NAMES:
+            out, grads = _step(name, v1[mine], v2[mine], sc[mine])
+            loss = out.loss.detach().clone()
+            dist.all_reduce(loss)  # mean over ranks, as a DDP run reports it
+            for g in grads.values():
+                dist.all_reduce(g)  # what DDP does: average the parameter gradients
+                g /= 2
+            results[name] = {"loss": loss / 2, "rank_loss": out.loss.detach(), "grads": grads,
+                             "epsilon": out.terms["hex/epsilon"]}
+        # uneven per-rank sizes: rank 0 holds 2 rows, rank 1 holds 3
+        x = torch.arange(5, dtype=torch.float64).view(5, 1)[:2] if rank == 0 else torch.arange(5.0).double()[2:, None]
+        x.requires_grad_(True)
+        gathered = hd.gather_with_grad(x * 1.0)
+        (gathered.pow(2).sum() * (rank + 1)).backward()
+        results["uneven"] = {"gathered": gathered.detach(), "grad": x.grad, "labels": hd.gather_no_grad(x[:, 0].long())}
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gloo")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name", NAMES)
+def test_global_loss_and_gradients_match_single_process(two_rank_results, name):
+    v1, v2, sc = _batch()
+    ref, ref_grads = _step(name, v1, v2, sc)
+    for r in range(2):
+        got = two_rank_results[r][name]
+        torch.testing.assert_close(got["loss"], ref.loss.detach(), rtol=1e-6, atol=1e-6)
+        assert set(got["grads"]) == set(ref_grads)
+        for k, g in got["grads"].items():
+            torch.testing.assert_close(g, ref_grads[k], rtol=1e-5, atol=1e-7, msg=f"{name}: grad of {k}")
+    if name in ("simclr", "moco", "nnclr", "vicreg", "barlow"):
+        # every rank computes the same global loss: HEX's ε is the global batch's ε on each rank
+        for r in range(2):
+            torch.testing.assert_close(two_rank_results[r][name]["rank_loss"], ref.loss.detach())
+            torch.testing.assert_close(two_rank_results[r][name]["epsilon"], ref.terms["hex/epsilon"])
+
+
+@pytest.mark.timeout(240)
+def test_uneven_gather_and_gradient_slices(two_rank_results):
+    full = torch.arange(5, dtype=torch.float64).view(5, 1)
+    for r in range(2):
+        got = two_rank_results[r]["uneven"]
+        torch.testing.assert_close(got["gathered"], full)
+        assert torch.equal(got["labels"], full[:, 0].long())
+    # loss_r = (r+1)·Σ x², so each rank's rows get Σ_r (r+1)·2x = 6x (the all-reduced gradient, its own slice)
+    torch.testing.assert_close(two_rank_results[0]["uneven"]["grad"], 6 * full[:2])
+    torch.testing.assert_close(two_rank_results[1]["uneven"]["grad"], 6 * full[2:])
