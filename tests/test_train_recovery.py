@@ -67,5 +67,5 @@ def test_nan_loss_stops_naming_step_and_term(ray_session, tmp_path, monkeypatch)
     sets = synthetic_overrides(tmp_path, "nan", **{"run.epochs": 1, "probe.knn_every_epochs": 0,
                                                    "checkpoint.metric": "loss", "checkpoint.mode": "min"})
     monkeypatch.setenv("HEXRAY_TEST_NAN_AT_STEP", "2")
-    with pytest.raises(ValueError, match=r"step 2 .*term '"):
+    with pytest.raises(ValueError, match=r"step 2 .*term 'loss/"):
         run_training(load_config(None, sets), final_eval=False)

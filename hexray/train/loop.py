@@ -30,7 +30,7 @@ from hexray.train.components import (
     restore_training_state,
     training_state,
 )
-from hexray.train.nan_guard import NanGuard
+from hexray.train.nan_guard import NanGuard, NonFiniteLossError
 from hexray.train.probes import KnnMonitor, OnlineProbe
 
 
@@ -128,10 +128,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             label, superclass = batch["label"], batch["superclass"]
             if rank == 0 and i == 1 and hooks.get("crash_after_epoch") == epoch:
                 _crash_once(hooks)  # test hook: die mid-epoch, after epoch k's checkpoint is registered
+            try:
+                with fast.autocast(device):
+                    out, probe_loss = model(v1, v2, label, superclass, epoch=epoch, use_superclass=num_super > 0)
+            except ValueError as err:  # the losses' own input checks (e.g. NaN embeddings): say where it happened
+                raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): {err}") from err
             if hooks.get("nan_at_step") == step + 1:
-                v1 = v1 * float("nan")
-            with fast.autocast(device):
-                out, probe_loss = model(v1, v2, label, superclass, epoch=epoch, use_superclass=num_super > 0)
+                _poison(out)
             ok = not _any_rank(not guard.check(out, step=step + 1, epoch=epoch + 1), device)
             if ok:
                 loss = out.loss + (probe_loss if probe_loss is not None else 0.0)
@@ -170,6 +173,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
         _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
+
+
+def _poison(out: Any) -> None:
+    """Test hook: the first loss term (and so the loss) turns NaN, as an overflow in the loss would."""
+    name = next((k for k in out.terms if k.startswith("loss/")), None) or next(iter(out.terms), None)
+    if name is not None:
+        out.terms[name] = out.terms[name] * float("nan")
+    out.loss = out.loss * float("nan")
 
 
 def _crash_once(hooks: dict[str, Any]) -> None:
