@@ -76,18 +76,6 @@ def check_labels(name: str, labels: torch.Tensor | None, n: int) -> None:
         raise ValueError(f"{name} must be an int64 tensor of shape ({n},), got {getattr(labels, 'shape', labels)}")
 
 
-def negatives_mask(
-    n: int, m: int, positive_index: torch.Tensor, self_index: torch.Tensor | None, device: torch.device
-) -> torch.Tensor:
-    """Bool N×M mask of negatives: every candidate except the row's positive and (if given) itself."""
-    neg = torch.ones(n, m, dtype=torch.bool, device=device)
-    rows = torch.arange(n, device=device)
-    neg[rows, positive_index] = False
-    if self_index is not None:
-        neg[rows, self_index] = False
-    return neg
-
-
 def pair_indices(b: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """NT-Xent layout over cat(z1, z2): positive of row i is i±B, self is i."""
     idx = torch.arange(2 * b, device=device)
