@@ -5,7 +5,6 @@ network and raw (centred) pixels. Runs on the driver from the final checkpoint."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -16,25 +15,22 @@ COLUMNS = (("knn/top1@20", "kNN top-1"), ("knn/superclass@20", "kNN super"),
            ("probe/top1", "probe top-1"), ("probe/superclass", "probe super"))
 
 
-def _images(ds: Any) -> dict[str, torch.Tensor]:
-    parts: dict[str, list[torch.Tensor]] = {"image": [], "label": [], "superclass": []}
-    for batch in ds.iter_torch_batches(batch_size=1024, device="cpu"):
-        for key in parts:
-            parts[key].append(batch[key])
-    return {k: torch.cat(v) for k, v in parts.items()}
+def _batches(images: torch.Tensor, labels: torch.Tensor, size: int = 1024) -> list[dict[str, torch.Tensor]]:
+    return [{"image": images[i : i + size], "label": labels[i : i + size]} for i in range(0, len(images), size)]
 
 
-def evaluate_run(backbone: torch.nn.Module, train_ds: Any, test_ds: Any, *, num_classes: int,
+def evaluate_run(backbone: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+                 test: tuple[torch.Tensor, torch.Tensor], *, num_classes: int,
                  class_to_superclass: Sequence[int] | None, probe_epochs: int = 30,
                  seed: int = 0) -> dict[str, dict[str, float]]:
-    """{row: metrics} for the three rows of `ROWS`, from two eval Ray Datasets (`image`, `label`, `superclass`)."""
-    train, test = _images(train_ds), _images(test_ds)
+    """{row: metrics} for the three rows of `ROWS`, from (images, labels) of the train and test splits."""
+    train, test = {"image": train[0], "label": train[1]}, {"image": test[0], "label": test[1]}
     settings = EvalSettings(ks=(20,), probe_epochs=probe_epochs, seed=seed)
     kw = dict(num_classes=num_classes, class_to_superclass=class_to_superclass, settings=settings)
     results = {}
     for name, net in (("pretrained", backbone), ("random_init", random_init_copy(backbone, seed=seed))):
-        tr, _, _ = extract_features(net, [train])
-        te, _, _ = extract_features(net, [test])
+        tr, _, _ = extract_features(net, _batches(train["image"], train["label"]))
+        te, _, _ = extract_features(net, _batches(test["image"], test["label"]))
         results[name] = evaluate_features(tr, train["label"], te, test["label"], **kw)
     tr, te = raw_pixel_features(train["image"], test["image"])
     results["raw_pixels"] = evaluate_features(tr, train["label"], te, test["label"], **kw)

@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 import ray.data
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
@@ -97,7 +97,7 @@ def _check_monitor_metric(cfg: TrainConfig) -> None:
 def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
                   callbacks: list | None = None) -> TorchTrainer:
     """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes."""
-    from hexray.data.pipeline import data_key, eval_dataset, train_dataset
+    from hexray.data.pipeline import data_key, train_dataset
 
     _check_monitor_metric(cfg)
     cfg, run_dir = resolve_run(cfg, run_name, storage_path)
@@ -110,11 +110,6 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
         raise ConfigError(f"data.batch_size ({d.batch_size}) exceeds the {train_count} training images")
     datasets = {"train": train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
                                        seed=cfg.run.seed, limit=d.limit_train)}
-    if cfg.probe.knn_every_epochs > 0:
-        datasets["knn_bank"] = eval_dataset(root, split=d.train_split, image_size=d.image_size,
-                                            limit=cfg.probe.knn_train_limit)
-        datasets["knn_query"] = eval_dataset(root, split=d.eval_split, image_size=d.image_size,
-                                             limit=cfg.probe.knn_eval_limit)
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker or auto_cpus_per_worker(s.num_workers), **s.resources_per_worker}
     if s.use_gpu:
@@ -126,7 +121,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     Path(run_dir).mkdir(parents=True, exist_ok=True) if "://" not in run_dir else None
     if "://" not in run_dir and not (Path(run_dir) / "config.yaml").exists():
         save_config(cfg, Path(run_dir) / "config.yaml")
-    loop_config = {"cfg": config_to_dict(cfg), "num_classes": manifest.num_classes,
+    loop_config = {"cfg": config_to_dict(cfg), "root": root, "num_classes": manifest.num_classes,
                    "class_to_superclass": manifest.class_to_superclass, "train_count": train_count,
                    "test_hooks": hooks, "corrupt_key": data_key(root, d.train_split),
                    "torch_threads": torch_threads(resources["CPU"], s.num_workers)}
@@ -145,7 +140,6 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
             callbacks=[RunRecorder(run_dir, cfg.run.epochs), *(callbacks or [])],
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
     )
 
 
@@ -239,14 +233,16 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _final_evaluation(backbone: Any, cfg: TrainConfig) -> dict[str, dict[str, float]]:
-    from hexray.data.pipeline import eval_dataset
+    from hexray.eval.datasource import read_split
     from hexray.train.final_eval import evaluate_run, format_table
 
     root, manifest = _dataset_facts(cfg)
     d = cfg.data
-    train = eval_dataset(root, split=d.train_split, image_size=d.image_size, limit=d.limit_train)
-    test = eval_dataset(root, split=d.eval_split, image_size=d.image_size, limit=d.limit_eval)
-    results = evaluate_run(backbone, train, test, num_classes=manifest.num_classes,
+    train = read_split(root, d.train_split, image_size=d.image_size, max_samples=d.limit_train, seed=cfg.run.seed,
+                       manifest=manifest)
+    test = read_split(root, d.eval_split, image_size=d.image_size, max_samples=d.limit_eval, seed=cfg.run.seed + 1,
+                      manifest=manifest)
+    results = evaluate_run(backbone, train[:2], test[:2], num_classes=manifest.num_classes,
                            class_to_superclass=manifest.class_to_superclass, seed=cfg.run.seed)
     print("\n" + format_table(results), flush=True)
     return results

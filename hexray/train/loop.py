@@ -12,7 +12,6 @@ import os
 import socket
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,16 @@ def _placement(rank: int) -> dict[str, Any]:
             "worker/node_ip": ray.util.get_node_ip_address(), "worker/hostname": socket.gethostname()}
 
 
-def _load_eval_split(name: str) -> dict[str, torch.Tensor]:
-    """An unsplit eval dataset given to the trainer, materialised as CPU tensors (small: the monitor's limits)."""
-    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
-    for batch in ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=1024, device="cpu"):
-        for key in ("image", "label", "superclass"):
-            parts[key].append(batch[key])
-    return {k: torch.cat(v) for k, v in parts.items()}
+def _eval_tensors(root: str, split: str, image_size: int, limit: int | None, seed: int,
+                  class_to_superclass: list[int] | None) -> dict[str, torch.Tensor]:
+    """A fixed, seeded eval subset as CPU tensors, read straight from the shards (no Ray Data: a few thousand
+    images decode in seconds, while a Dataset execution costs scheduling rounds on a small machine)."""
+    from hexray.eval.datasource import read_split
+
+    images, labels, _ = read_split(root, split, image_size=image_size, max_samples=limit, seed=seed)
+    table = torch.tensor(class_to_superclass) if class_to_superclass else None
+    superclass = table[labels] if table is not None else torch.full_like(labels, -1)
+    return {"image": images, "label": labels, "superclass": superclass}
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
@@ -59,7 +61,8 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Train one worker's share. `config`: {"cfg": config dict, "num_classes", "class_to_superclass",
+    """Train one worker's share. `config`: {"cfg": config dict, "root" (shard root), "num_classes",
+    "class_to_superclass",
     "train_count", "test_hooks": {...}} (built by `hexray.train.launch`)."""
     from hexray.config import config_from_dict
     from hexray.methods.registry import build_method
@@ -104,8 +107,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     monitor = None
     if rank == 0 and cfg.probe.knn_every_epochs > 0:
-        monitor = KnnMonitor(_load_eval_split("knn_bank"), _load_eval_split("knn_query"), num_classes=num_classes,
-                             class_to_superclass=c2s, k=cfg.probe.knn_k, temperature=cfg.probe.knn_temperature)
+        d, p = cfg.data, cfg.probe
+        bank = _eval_tensors(config["root"], d.train_split, d.image_size, p.knn_train_limit, cfg.run.seed, c2s)
+        queries = _eval_tensors(config["root"], d.eval_split, d.image_size, p.knn_eval_limit, cfg.run.seed + 1, c2s)
+        monitor = KnnMonitor(bank, queries, num_classes=num_classes, class_to_superclass=c2s, k=p.knn_k,
+                             temperature=p.knn_temperature)
     shard = ray.train.get_dataset_shard("train")
     placement = _placement(rank)
     last_monitor: dict[str, float] = {}
