@@ -27,8 +27,7 @@ def test_cli_rejects_a_bad_sweep_before_ray(tmp_path, capsys):
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_smoke_sweep_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HEXRAY_CACHE", str(tmp_path / "cache"))
+def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     assert main(["sweep", str(SMOKE), "--storage-path", str(tmp_path / "sweeps"), "--verbose", "0"]) == 0
     out = capsys.readouterr().out
     exp = tmp_path / "sweeps" / "smoke"
@@ -41,6 +40,12 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
         assert (exp / plot).stat().st_size > 1000
     best = exp / "best_config.yaml"
     assert yaml.safe_load(best.read_text())["run"]["name"] == "smoke-best"
+
+    # A finished sweep: --resume has nothing to rerun, --report rewrites the outputs from Tune's state.
+    (exp / "sweep_results.csv").unlink()
+    assert main(["sweep", "--resume", str(exp)]) == 0
+    assert pd.read_csv(exp / "sweep_results.csv")["trial_id"].tolist() == table["trial_id"].tolist()
+    assert main(["sweep", "--report", str(exp)]) == 0 and "4 trials" in capsys.readouterr().out
 
     # The best config trains as is (only where it writes is redirected).
     runs = tmp_path / "runs"

@@ -46,8 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.report:
         from ray import tune
 
-        results = tune.Tuner.restore(str(prepared.experiment_dir), trainable=runner._trainable(
-            prepared, runner.DEFAULT_BUILDER, runner.INIT_CHECKPOINT_KEY)).get_results()
+        results = tune.Tuner.restore(str(prepared.experiment_dir), trainable=runner.trainable(prepared)).get_results()
     elif args.resume:
         results = runner.resume_sweep(prepared, restart_errored=args.retry_failed)
     else:

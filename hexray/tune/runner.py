@@ -68,7 +68,7 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
 
     spec = prepared.spec
     return tune.Tuner(
-        _trainable(prepared, builder, init_key),
+        trainable(prepared, builder, init_key),
         param_space=to_tune_space(spec),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
@@ -88,7 +88,9 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
     )
 
 
-def _trainable(prepared: PreparedSweep, builder: str | Callable[..., Any], init_key: str) -> Any:
+def trainable(prepared: PreparedSweep, builder: str | Callable[..., Any] = DEFAULT_BUILDER,
+              init_key: str = INIT_CHECKPOINT_KEY) -> Any:
+    """The driver function bound to this sweep's setup, with its tiny resource request (what Tune runs)."""
     from ray import tune
 
     setup = TrialSetup(
@@ -169,7 +171,7 @@ def resume_sweep(prepared: PreparedSweep, *, restart_errored: bool = False,
         raise FileNotFoundError(f"no Tune experiment state to resume in {prepared.experiment_dir}")
     tuner = tune.Tuner.restore(
         str(prepared.experiment_dir),
-        trainable=_trainable(prepared, builder, init_key),
+        trainable=trainable(prepared, builder, init_key),
         resume_unfinished=True,
         resume_errored=False,
         restart_errored=restart_errored,
