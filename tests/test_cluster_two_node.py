@@ -21,13 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2
 GLOBAL_BATCH = 64
 # The two runs cannot match step for step: Ray Data's streaming split hands rows to workers dynamically and the
-# per-worker shuffle buffer is unseeded, so each global batch holds a different set of images, and BatchNorm
-# normalises each worker's half batch with its own statistics. What must match is the *epoch-mean* loss. Measured
-# here: the 1-vs-2-worker gap per epoch is ~0.01–0.05 nats on a loss of ~4.5 (see the report). The failure this
-# test exists to catch is a global batch that silently isn't one (no cross-rank gather of negatives, or each worker
-# taking the whole global batch): NT-Xent then starts at ln(2N-1) with a different N, off by ~ln 2 = 0.69 nats,
-# and an un-scaled learning rate bends the curve by a similar amount. 0.15 sits between the two.
-LOSS_TOLERANCE = 0.15
+# per-worker shuffle buffer is unseeded, so each global batch holds a different set of images; BatchNorm normalises
+# each worker's half batch with its own statistics; and rank 0 reports the loss of its own 32 images (against all
+# 128 gathered views), a noisier estimate than the 1-worker run's 64 images. What must match is the epoch-mean loss.
+# Measured here (2 epochs, HEX loss ~5.6 then ~4.9): 1 worker vs 1 worker differ by <= 0.04 nats per epoch,
+# 2 vs 2 by <= 0.16, 1 vs 2 by <= 0.16. The failure this test exists to catch is a global batch that silently is not
+# one (no cross-rank gather of negatives, so each worker contrasts its 32 images' 64 views instead of all 128):
+# at this loss level that lowers the loss by 0.65-0.69 nats (measured with hexray's SimCLR+HEX on random views,
+# ~ln 2). 0.3 sits clear of both.
+LOSS_TOLERANCE = 0.3
 # Not uploaded with `--working-dir` (gitignore syntax; a leading "/" anchors at the repo root: plain "data" would
 # also drop hexray/data). Ray already skips what .gitignore lists; these cover checkouts with a different one.
 RUNTIME_EXCLUDES = ["/.git", "/data", "/runs", "ray_results", "hexray_runs", "/benchmarks/out", "*.parquet", "*.pt",
