@@ -93,10 +93,13 @@ class SSLMethod(nn.Module):
         labels_anchor: torch.Tensor | None = None,
         labels_candidates: torch.Tensor | None = None,
     ) -> LossOutput:
-        """HEX when enabled (it falls back to InfoNCE during its warm-up), else InfoNCE with `method.temperature`."""
+        """HEX when enabled (it falls back to InfoNCE during its warm-up), else InfoNCE with `method.temperature`.
+
+        Inputs are built here (F.normalize, generated indices), so the losses' host-syncing checks are skipped.
+        """
         if self.hex_loss is not None:
             return self.hex_loss(anchors, candidates, positive_index, self_index, epoch=epoch,
-                                 labels_anchor=labels_anchor, labels_candidates=labels_candidates)
+                                 labels_anchor=labels_anchor, labels_candidates=labels_candidates, validate=False)
         return info_nce(anchors, candidates, positive_index, self_index, self.cfg.temperature, validate=False)
 
     def global_pairs(
@@ -135,7 +138,9 @@ class SSLMethod(nn.Module):
     ) -> LossOutput:
         """Loss of one batch of two augmented views; `features` = backbone features of view 1 (not detached)."""
         self._check_inputs(view1, view2, epoch, superclass)
-        return self.compute(view1, view2, epoch=epoch, superclass=superclass)
+        out = self.compute(view1, view2, epoch=epoch, superclass=superclass)
+        out.terms = {k: v.detach() for k, v in out.terms.items()}  # logged terms must not keep the graph alive
+        return out
 
     def compute(
         self, view1: torch.Tensor, view2: torch.Tensor, *, epoch: int, superclass: torch.Tensor | None
