@@ -43,7 +43,9 @@ def ensure_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=verbose)
     else:
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), log_to_driver=verbose, include_dashboard=False)
+        # Keep the dashboard: Train V2's placement-group cleaner asks it whether the controller is alive, and
+        # without it the cleaner removed a live run's placement group (the worker was destroyed mid-run).
+        ray.init(num_cpus=max(4, os.cpu_count() or 1), log_to_driver=verbose)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
 
 
