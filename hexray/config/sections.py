@@ -116,6 +116,9 @@ class CheckpointSection:
     """Checkpoints every `every_epochs` to run.storage_path, keeping the best `keep` by `metric` (None = keep all).
 
     max_failures: worker failures survived by restarting from the latest checkpoint (-1 = unlimited, as in Ray).
+    init_from: a checkpoint directory to start a NEW run from (weights, optimizer, epoch and step), with this
+    config's learning rate re-applied; used by PBT to exploit another trial. A run's own latest checkpoint (a
+    restart after a failure, or --resume) always wins over it.
     """
 
     every_epochs: int = 1
@@ -123,6 +126,7 @@ class CheckpointSection:
     metric: str = "knn/top1"
     mode: Literal["max", "min"] = "max"
     max_failures: int = 0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         _positive("checkpoint", self, "every_epochs", "keep")

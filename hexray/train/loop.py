@@ -87,14 +87,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     probe = OnlineProbe(method.feature_dim, num_classes, num_super) if cfg.probe.online else None
     module = TrainModule(method, probe)
     optimizer, scheduler, base_lr = build_optimization(module, cfg, steps_per_epoch, world)
+    fresh_lrs = [group["initial_lr"] for group in optimizer.param_groups]
 
     start_epoch, step, restored = 0, 0, {}
     guard = NanGuard(cfg.run.on_nan, cfg.run.max_nan_skips)
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint, seeded = ray.train.get_checkpoint(), False
+    if checkpoint is None and cfg.checkpoint.init_from:
+        checkpoint, seeded = ray.train.Checkpoint.from_directory(cfg.checkpoint.init_from), True
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             state = load_state(ckpt_dir)
         restored = restore_training_state(state, module, optimizer, scheduler)
+        if seeded:  # another run's state: keep its weights and position, but this config's learning rates
+            _reapply_lrs(optimizer, scheduler, fresh_lrs)
         start_epoch, step = int(state["epoch"]), int(state["step"])
         guard.skipped = int(state.get("nan_skips", 0))
 
@@ -179,6 +184,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
         _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
+
+
+def _reapply_lrs(optimizer: Any, scheduler: Any, base_lrs: list[float]) -> None:
+    """After loading a foreign optimizer/scheduler state (PBT exploit), put this config's base learning rates back,
+    at the restored schedule position."""
+    scheduler.base_lrs = list(base_lrs)
+    for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas, strict=True):
+        group["initial_lr"] = base
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def _poison(out: Any) -> None:
