@@ -177,7 +177,7 @@ def test_scaling_section_becomes_overrides_and_sweep_files_round_trip(tmp_path):
     assert again.spec.searched_keys() == ["hex.beta"]
 
 
-@pytest.mark.parametrize("name", ["smoke", "hex_threshold", "hex_weights", "methods"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS.glob("*.yaml")))
 def test_shipped_sweeps_validate(name, tmp_path):
     prepared = prepare_sweep(load_sweep(SWEEPS / f"{name}.yaml"), storage_path=str(tmp_path))
     assert prepared.spec.searched_keys()
