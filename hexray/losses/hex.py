@@ -22,11 +22,13 @@ from hexray.losses._checks import (
     pair_indices,
 )
 from hexray.losses._engine import Spec, contrastive_rows
+from hexray.losses._sparse_hex import fused_adaptive_hex, fused_applies
 from hexray.losses.base import LossOutput
 from hexray.losses.infonce import info_nce
 from hexray.losses.settings import HexConfig
-from hexray.losses.thresholds import build_threshold
+from hexray.losses.thresholds import AdaptiveQuantileThreshold, build_threshold
 
+KERNELS = ("auto", "dense", "sparse")
 _STAT_TERMS = ("hex/epsilon", "hex/h_size", "hex/local_denominator", "hex/global_denominator")
 
 
@@ -36,10 +38,16 @@ class HEXLoss(nn.Module):
     `max_epochs` feeds the `cosine` schedule. Every call returns the same term keys: `loss/hex` (the loss returned),
     `hex/epsilon`, `hex/h_size`, `hex/local_denominator`, `hex/global_denominator`, `hex/active` (0 during
     warm-up, when the loss is plain InfoNCE and the statistics are 0), and `hex/purity` when labels are given.
+
+    `kernel`: `dense` (row-chunked masks; no host sync, the GPU choice), `sparse` (adaptive threshold only: H(i)
+    as a sparse list, hexray.losses._sparse_hex; CPU), or `auto` (sparse on CPU when the quantile's top is a small
+    part of a row, dense otherwise). Both give the same values.
     """
 
-    def __init__(self, cfg: HexConfig, max_epochs: int, *, chunk_rows: int | None = None) -> None:
+    def __init__(self, cfg: HexConfig, max_epochs: int, *, chunk_rows: int | None = None, kernel: str = "auto") -> None:
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         for name in ("local_weight", "global_weight", "beta"):
             if getattr(cfg, name) < 0:
                 raise ValueError(f"hex.{name} must be >= 0, got {getattr(cfg, name)!r}")
@@ -49,6 +57,9 @@ class HEXLoss(nn.Module):
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}")
         self.cfg = cfg
         self.threshold = build_threshold(cfg, max_epochs)
+        if kernel == "sparse" and not isinstance(self.threshold, AdaptiveQuantileThreshold):
+            raise ValueError(f"kernel='sparse' needs hex.threshold='adaptive', got {cfg.threshold!r}")
+        self.kernel = kernel
         self.spec = Spec(
             temperature=cfg.temperature,
             global_weight=cfg.global_weight,
@@ -87,13 +98,15 @@ class HEXLoss(nn.Module):
                 terms["hex/purity"] = zero
             return LossOutput(loss=out.loss, terms=terms)
         sim = anchors @ candidates.T  # the one matmul; the threshold reads it detached
-        eps, mask_fn = self.threshold.prepare(
-            sim.detach(), positive_index, self_index, epoch, labels_anchor, labels_candidates
-        )
-        rows, st = contrastive_rows(
-            sim, positive_index, self_index, self.spec, mask_fn,
-            labels_anchor if with_purity else None, labels_candidates if with_purity else None,
-        )
+        lab_a, lab_c = (labels_anchor, labels_candidates) if with_purity else (None, None)
+        if self._sparse(sim):
+            rows, st = fused_adaptive_hex(sim, positive_index, self_index, self.spec, self.cfg.quantile, lab_a, lab_c)
+            eps = st["epsilon"]
+        else:
+            eps, mask_fn = self.threshold.prepare(
+                sim.detach(), positive_index, self_index, epoch, labels_anchor, labels_candidates
+            )
+            rows, st = contrastive_rows(sim, positive_index, self_index, self.spec, mask_fn, lab_a, lab_c)
         loss = rows.mean()
         terms = {
             "loss/hex": loss.detach().float(),
@@ -106,6 +119,12 @@ class HEXLoss(nn.Module):
         if with_purity:
             terms["hex/purity"] = st["purity"].float()
         return LossOutput(loss=loss, terms=terms)
+
+    def _sparse(self, sim: torch.Tensor) -> bool:
+        if self.kernel != "auto":
+            return self.kernel == "sparse"
+        return (isinstance(self.threshold, AdaptiveQuantileThreshold) and sim.device.type == "cpu"
+                and fused_applies(sim.shape[1], self.cfg.quantile))
 
     def pairs(
         self,

@@ -1,0 +1,227 @@
+"""HEX with the adaptive threshold, fused for CPU: H(i) (~1% of a row) is handled as a sparse list.
+
+Why: on CPU every pass over the N×M similarity matrix costs about as much as the loss' arithmetic, and a dense
+`s > ε` mask, `nonzero` or a row `topk` each cost several such passes. Here the forward makes the passes plain
+InfoNCE makes per cache-sized row chunk (x = s/τ; a block max over 16 columns, which also gives the row max; exp;
+sum) and finds every element that the row quantile or H(i) can need from the block maxima:
+
+* t_i = the k-th largest maximum of disjoint column groups (k = r + 1, r = the quantile's descending rank): k
+  elements, so at least r negatives, are ≥ t_i, so the row's r-th largest negative (its quantile) is ≥ t_i.
+* Candidates C_i = {x ≥ u_i}, u_i = min(t_i, ε̂/τ), read only from the blocks whose maximum is ≥ u_i. ε̂ is a low
+  estimate of ε from an exact top-k over a sample of rows, so C_i holds both the quantile's top r and H(i) =
+  {s > ε}; should the estimate exceed ε after all, the chunk pass reruns with ε itself (exact, just slower).
+* C's entries leave the dense sum, which so holds G(i) only (no cancellation); ε, H(i), T_i, the hardness
+  weights and their gradients are computed on the sparse list.
+
+The backward is two dense passes per chunk (e^{x − log D + log(w_g·∂L/∂L_i/τ)} written straight into the
+gradient) plus a sparse overwrite of the H entries with gradients computed in the forward. Exact: same values as
+the dense kernel (hexray.losses._engine) up to float rounding order. Host syncs: yes (CPU only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from hexray.losses._engine import Spec, _chunk_rows, _compute_dtype, _log
+from hexray.losses.thresholds import _nearest_desc_rank, row_quantile_nearest_layout
+
+_SAMPLE_ROWS = 128  # rows whose exact quantile gives ε̂
+_SAMPLE_SE = 4.0  # ε̂ = sample mean − this many standard errors
+_SCAN_ELEMS = 1 << 20  # elements per row chunk of the forward scan
+
+
+def fused_applies(m: int, quantile: float) -> bool:
+    """Whether the sparse kernel pays off: the quantile's top-r must be a small part of a row."""
+    return 32 * (_desc_rank(m - 2, quantile) + 1) <= m
+
+
+def _desc_rank(n_neg: int, q: float) -> int:
+    return int(_nearest_desc_rank(torch.tensor(n_neg), q, torch.float32))
+
+
+def _layout(m: int, r: int) -> tuple[int, int]:
+    """Block size b (contiguous columns per block maximum) and g (blocks per group for the bound t_i)."""
+    b = next((b for b in (8, 4, 2) if -(-m // b) >= 4 * r), 1)
+    nb = -(-m // b)
+    g = next((g for g in (4, 2) if nb // g >= 2 * r), 1)
+    return b, g
+
+
+class _Scan:
+    """One pass over the row chunks: row max and positive logit, Σ e^{x − max} over the negatives outside C, the
+    bound t_i, and C's entries (row, column, x, s). Self and positive are −inf in x, so never candidates."""
+
+    def __init__(self, sim, pos, self_idx, spec: Spec, r: int, ug: torch.Tensor, dt: torch.dtype) -> None:
+        n, m = sim.shape
+        b, g = _layout(m, r)
+        nb = -(-m // b)
+        mp = nb * b
+        step = spec.chunk_rows or max(1, min(n, _SCAN_ELEMS // mp))
+        buf = torch.empty(min(step, n), mp, dtype=dt, device=sim.device)
+        self.mx, self.lp, self.rest, self.t = (torch.empty(n, dtype=dt, device=sim.device) for _ in range(4))
+        rows, cols, xs, ss = [], [], [], []
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            x = buf[: r1 - r0]
+            s = sim[r0:r1] if sim.dtype == dt else sim[r0:r1].to(dt)
+            torch.div(s, spec.temperature, out=x[:, :m])
+            if mp > m:
+                x[:, m:] = float("-inf")  # padding to whole blocks (the previous chunk's exp_ overwrote it)
+            if self_idx is not None:
+                x.scatter_(1, self_idx[r0:r1, None], float("-inf"))
+            pcol = pos[r0:r1, None]
+            self.lp[r0:r1] = x.gather(1, pcol).squeeze(1)
+            x.scatter_(1, pcol, float("-inf"))
+            bm = F.max_pool1d(x.unsqueeze(0), b, b).squeeze(0) if b > 1 else x  # negatives only
+            mx = bm.amax(1)
+            grp = F.max_pool1d(bm.unsqueeze(0), g, g, ceil_mode=True).squeeze(0) if g > 1 else bm
+            t = torch.topk(grp, r, dim=1, sorted=False).values.amin(1)
+            u = torch.minimum(t, ug)
+            sel = (bm >= u.unsqueeze(1)).view(-1).nonzero().squeeze(1)  # flat block ids in the chunk
+            if b > 1:
+                vals = x.view(-1, b).index_select(0, sel)
+                hit = (vals >= u.index_select(0, sel // nb).unsqueeze(1)).view(-1).nonzero().squeeze(1)
+                flat = sel.index_select(0, hit // b) * b + hit % b
+                cx = vals.view(-1).index_select(0, hit)
+            else:
+                flat, cx = sel, x.view(-1).index_select(0, sel)
+            x.view(-1).index_fill_(0, flat, float("-inf"))  # C leaves the dense sum
+            self.rest[r0:r1] = x.sub_(mx.unsqueeze(1)).exp_().sum(1)
+            self.mx[r0:r1], self.t[r0:r1] = mx, t
+            crow = flat // mp
+            ccol = flat - crow * mp
+            rows.append(crow + r0)
+            cols.append(ccol)
+            xs.append(cx)
+            ss.append(s.reshape(-1).index_select(0, flat if mp == m else crow * m + ccol))
+        self.row, self.col, self.x, self.s = (torch.cat(v) for v in (rows, cols, xs, ss))
+
+
+class _FusedAdaptiveHex(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c):  # noqa: D102
+        with torch.autocast(sim.device.type, enabled=False):
+            return _forward(ctx, sim.contiguous(), pos, self_idx, spec, quantile, labels_a, labels_c)
+
+    @staticmethod
+    def backward(ctx, grad_loss, *_):  # noqa: D102
+        sim, pos, self_idx, ld, lp, hflat, gh = ctx.saved_tensors
+        spec = ctx.spec
+        n, m = sim.shape
+        dt = ld.dtype
+        c = grad_loss.to(dt) / spec.temperature
+        fold = bool((c > 0).all())  # then c joins the exponent and the dense part is 2 passes
+        shift = ld - _log(spec.global_weight) - (c.log() if fold else 0.0)
+        neg_shift = (-shift).unsqueeze(1)
+        pos_val = ((lp - ld).exp() - 1.0) * c
+        grad = torch.empty_like(sim)
+        step = _chunk_rows(n, m, sim.device, spec.chunk_rows)
+        buf = None if sim.dtype == dt else torch.empty(min(step, n), m, dtype=dt, device=sim.device)
+        with torch.autocast(sim.device.type, enabled=False):
+            for r0 in range(0, n, step):
+                r1 = min(n, r0 + step)
+                g = grad[r0:r1] if buf is None else buf[: r1 - r0]
+                torch.add(neg_shift[r0:r1], sim[r0:r1], alpha=1.0 / spec.temperature, out=g)
+                g.exp_()
+                if not fold:
+                    g.mul_(c[r0:r1, None])
+                if self_idx is not None:
+                    g.scatter_(1, self_idx[r0:r1, None], 0.0)
+                g.scatter_(1, pos[r0:r1, None], pos_val[r0:r1, None])
+                if buf is not None:
+                    grad[r0:r1] = g
+            grad.view(-1).index_copy_(0, hflat, (gh * c.index_select(0, hflat // m)).to(grad.dtype))
+        return grad, None, None, None, None, None, None
+
+
+def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c):
+    n, m = sim.shape
+    dt = _compute_dtype(sim)
+    dev = sim.device
+    excluded = 1 + (self_idx is not None)
+    r = _desc_rank(m - excluded, quantile) + 1  # the quantile is the r-th largest negative of every row
+    # ε̂: exact quantiles of evenly spaced rows, minus a safety margin
+    n_s = min(n, _SAMPLE_ROWS)
+    idx = torch.arange(n_s, device=dev) * n // n_s
+    q_s = row_quantile_nearest_layout(
+        sim[idx], pos[idx], None if self_idx is None else self_idx[idx], quantile
+    ).to(dt)
+    eps_hat = q_s.mean() - (_SAMPLE_SE * q_s.std() / math.sqrt(n_s) if n_s < n else 0.0)
+    scan = _Scan(sim, pos, self_idx, spec, r, torch.div(eps_hat, spec.temperature), dt)
+    # the quantile: r-th largest of each row's candidates ≥ t_i (a padded n × W top-r)
+    sel = scan.x >= scan.t.index_select(0, scan.row)
+    q_row, q_val = scan.row[sel], scan.s[sel]
+    counts = torch.bincount(q_row, minlength=n)
+    slot = torch.arange(q_row.numel(), device=dev) - (counts.cumsum(0) - counts)[q_row]
+    padded = torch.full((n, int(counts.max())), float("-inf"), dtype=q_val.dtype, device=dev)
+    padded[q_row, slot] = q_val
+    eps = torch.topk(padded, r, dim=1, sorted=False).values.amin(1).to(dt).mean()
+    ex = torch.div(eps, spec.temperature)
+    if bool(torch.div(eps_hat, spec.temperature) > ex):  # ε̂ was too high: some H(i) may reach below C_i
+        scan = _Scan(sim, pos, self_idx, spec, r, ex, dt)
+
+    in_h = scan.s.to(dt) > eps
+    ce = (scan.x - scan.mx.index_select(0, scan.row)).exp().masked_fill_(in_h, 0.0)
+    sum_g = scan.rest.index_add(0, scan.row, ce)
+    log_g = sum_g.log() + scan.mx + _log(spec.global_weight)
+    h_idx = in_h.nonzero().squeeze(1)
+    h_row, h_col, hx = (v.index_select(0, h_idx) for v in (scan.row, scan.col, scan.x))
+    h_size = torch.bincount(h_row, minlength=n).to(dt)
+    lp = scan.lp
+    if spec.local:
+        m_h = torch.full((n,), float("-inf"), dtype=dt, device=dev).scatter_reduce_(0, h_row, hx, "amax")
+        m_h = torch.where(h_size > 0, m_h, 0.0)
+        u = hx - m_h.index_select(0, h_row)
+        ea = ((1.0 + spec.beta) * u).exp()
+        log_a = torch.zeros(n, dtype=dt, device=dev).index_add_(0, h_row, ea).log()
+        if spec.beta:
+            eb = (spec.beta * u).exp()
+            log_b = torch.zeros(n, dtype=dt, device=dev).index_add_(0, h_row, eb).log()
+        else:
+            log_b = h_size.log()
+        log_h = torch.where(h_size > 0, _log(spec.local_weight) + h_size.log() + m_h + log_a - log_b, float("-inf"))
+        ld = torch.logsumexp(torch.stack([lp, log_g, log_h], dim=1), dim=1)
+        # ∂ log D/∂ℓ_h = (w_h T/D)·[(1+β)·softmax_H((1+β)ℓ)_h − β·softmax_H(βℓ)_h]
+        gh = (1.0 + spec.beta) * (ea / log_a.exp().index_select(0, h_row))
+        if spec.beta:
+            gh -= spec.beta * (eb / log_b.exp().index_select(0, h_row))
+        gh *= (log_h - ld).exp().index_select(0, h_row)
+        frac_h = (log_h - ld).exp()
+    else:
+        ld = torch.logsumexp(torch.stack([lp, log_g], dim=1), dim=1)
+        gh = torch.zeros_like(hx)
+        frac_h = torch.zeros_like(ld)
+    loss = ld - lp
+    ctx.spec = spec
+    ctx.save_for_backward(sim, pos, self_idx, ld, lp, h_row * m + h_col, gh)
+    out = [loss, eps, h_size, (log_g - ld).exp(), frac_h]
+    if labels_a is not None:
+        la, lc = labels_a[h_row], labels_c[h_col]
+        known = (la >= 0) & (lc >= 0)
+        pure = torch.stack([(known & (la == lc)).sum(), known.sum()]).to(dt)
+        out.append(pure[0] / pure[1].clamp(min=1))
+    for v in out[1:]:
+        ctx.mark_non_differentiable(v)
+    return tuple(out)
+
+
+def fused_adaptive_hex(
+    sim: torch.Tensor,
+    positive_index: torch.Tensor,
+    self_index: torch.Tensor | None,
+    spec: Spec,
+    quantile: float,
+    labels_anchor: torch.Tensor | None = None,
+    labels_candidates: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-row HEX losses with H(i) = {negatives with s > ε}, ε = mean row `quantile` of the negatives (nearest),
+    differentiable w.r.t. `sim`, and detached statistics: `epsilon`, `h_size`, `frac_g`, `frac_h`, and `purity`
+    when both label vectors are given. Same contract as `contrastive_rows` with the adaptive threshold's mask."""
+    with_labels = labels_anchor is not None and labels_candidates is not None
+    out = _FusedAdaptiveHex.apply(sim, positive_index, self_index, spec, quantile,
+                                  labels_anchor if with_labels else None, labels_candidates if with_labels else None)
+    keys = ["epsilon", "h_size", "frac_g", "frac_h"] + (["purity"] if with_labels else [])
+    return out[0], dict(zip(keys, out[1:], strict=True))
