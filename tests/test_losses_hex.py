@@ -277,3 +277,84 @@ def test_bad_inputs_raise_named_value_errors():
         HEXLoss(HexConfig(), 0)
     with pytest.raises(ValueError, match="superclass"):
         HEXLoss(HexConfig(threshold="superclass", warmup_epochs=0), 10).pairs(z1, z2, epoch=0)
+
+
+# --- the sparse CPU kernel for the adaptive threshold (hexray.losses._sparse_hex) against the dense one -------
+
+
+def _clustered(b: int, d: int, seed: int, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(max(b // 16, 2), d, generator=g, dtype=dtype)
+    base = centers[torch.randint(len(centers), (b,), generator=g)] + 0.7 * torch.randn(b, d, generator=g, dtype=dtype)
+    z1 = F.normalize(base + 0.3 * torch.randn(b, d, generator=g, dtype=dtype), dim=1).requires_grad_()
+    z2 = F.normalize(base + 0.3 * torch.randn(b, d, generator=g, dtype=dtype), dim=1).requires_grad_()
+    return z1, z2, torch.randint(0, 3, (b,), generator=g)
+
+
+@pytest.mark.parametrize(("beta", "w_h", "w_g"), [(1.0, 2.0, 0.5), (0.5, 0.0, 1.5), (0.0, 1.0, 1.0)])
+def test_sparse_kernel_matches_brute_force(beta, w_h, w_g):
+    z1, z2, _ = _views(9, seed=1)
+    cfg = HexConfig(beta=beta, local_weight=w_h, global_weight=w_g, warmup_epochs=0, quantile=0.7)
+    out = HEXLoss(cfg, max_epochs=10, kernel="sparse").pairs(z1, z2, epoch=0)
+    ref = _brute(z1, z2, cfg, _h_from_eps(z1, z2, out.terms["hex/epsilon"].item()))
+    assert out.loss.item() == pytest.approx(ref.item(), abs=1e-10)
+    for a, r in zip(torch.autograd.grad(out.loss, (z1, z2)), torch.autograd.grad(ref, (z1, z2)), strict=True):
+        assert torch.allclose(a, r, atol=1e-10)
+
+
+@pytest.mark.parametrize("variant", ["decomposed", "released"])
+@pytest.mark.parametrize(("b", "chunk_rows"), [(700, None), (301, 37)])  # 602 columns: blocks padded at the end
+def test_sparse_kernel_equals_dense_kernel_on_wide_rows(b, chunk_rows, variant):
+    z1, z2, labels = _clustered(b, 16, seed=b)
+    cfg = HexConfig(warmup_epochs=0, quantile=0.99, beta=2.0, local_weight=0.5, variant=variant)
+    res = {}
+    for kernel in ("dense", "sparse"):
+        out = HEXLoss(cfg, 10, kernel=kernel, chunk_rows=chunk_rows).pairs(z1, z2, epoch=0, labels=labels)
+        res[kernel] = (out, torch.autograd.grad(out.loss, (z1, z2)))
+    (dense, g_dense), (sparse, g_sparse) = res["dense"], res["sparse"]
+    assert sparse.terms["hex/h_size"].item() > 1.0
+    for key, value in dense.terms.items():
+        assert sparse.terms[key].item() == pytest.approx(value.item(), abs=1e-10), key
+    for a, r in zip(g_sparse, g_dense, strict=True):
+        assert torch.allclose(a, r, atol=1e-12)
+
+
+def test_sparse_kernel_queue_layout_and_epsilon_estimate_rerun(monkeypatch):
+    import hexray.losses._sparse_hex as sparse_hex
+
+    g = torch.Generator().manual_seed(11)
+    a = F.normalize(torch.randn(200, 8, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    c = F.normalize(torch.randn(1000, 8, generator=g, dtype=torch.float64), dim=1)
+    pos = torch.randint(0, 1000, (200,), generator=g)
+    cfg = HexConfig(warmup_epochs=0, quantile=0.99, beta=1.0)
+    dense = HEXLoss(cfg, 10, kernel="dense")(a, c, pos, epoch=0)
+    ref = torch.autograd.grad(dense.loss, a)[0]
+    for se in (4.0, -50.0):  # -50: ε̂ far above ε, so the scan must rerun with ε itself
+        monkeypatch.setattr(sparse_hex, "_SAMPLE_ROWS", 16)
+        monkeypatch.setattr(sparse_hex, "_SAMPLE_SE", se)
+        out = HEXLoss(cfg, 10, kernel="sparse")(a, c, pos, epoch=0)
+        assert out.loss.item() == pytest.approx(dense.loss.item(), abs=1e-12)
+        assert out.terms["hex/epsilon"].item() == pytest.approx(dense.terms["hex/epsilon"].item(), abs=1e-12)
+        assert out.terms["hex/h_size"].item() == dense.terms["hex/h_size"].item()
+        assert torch.allclose(torch.autograd.grad(out.loss, a)[0], ref, atol=1e-12)
+
+
+def test_sparse_kernel_bf16_autocast_matches_dense():
+    z1, z2, _ = _clustered(300, 16, seed=12, dtype=torch.float32)
+    cfg = HexConfig(warmup_epochs=0, quantile=0.99)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dense = HEXLoss(cfg, 10, kernel="dense").pairs(z1, z2, epoch=0)
+        sparse = HEXLoss(cfg, 10, kernel="sparse").pairs(z1, z2, epoch=0)
+    assert sparse.loss.item() == pytest.approx(dense.loss.item(), abs=1e-5)
+    assert sparse.terms["hex/h_size"].item() == dense.terms["hex/h_size"].item()
+    g_d = torch.autograd.grad(dense.loss, (z1, z2))
+    g_s = torch.autograd.grad(sparse.loss, (z1, z2))
+    for a, r in zip(g_s, g_d, strict=True):
+        assert torch.allclose(a, r, rtol=2e-2, atol=1e-4)  # bf16 ∂L/∂s: rounding may differ by an ulp
+
+
+def test_kernel_choice_is_validated():
+    with pytest.raises(ValueError, match="kernel"):
+        HEXLoss(HexConfig(), 10, kernel="fast")
+    with pytest.raises(ValueError, match="kernel='sparse'"):
+        HEXLoss(HexConfig(threshold="step"), 10, kernel="sparse")

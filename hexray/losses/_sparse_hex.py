@@ -152,12 +152,14 @@ def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, lab
     eps_hat = q_s.mean() - (_SAMPLE_SE * q_s.std() / math.sqrt(n_s) if n_s < n else 0.0)
     scan = _Scan(sim, pos, self_idx, spec, r, torch.div(eps_hat, spec.temperature), dt)
     # the quantile: r-th largest of each row's candidates ≥ t_i (a padded n × W top-r)
-    sel = scan.x >= scan.t.index_select(0, scan.row)
-    q_row, q_val = scan.row[sel], scan.s[sel]
+    sel = (scan.x >= scan.t.index_select(0, scan.row)).nonzero().squeeze(1)
+    q_row, q_val = scan.row.index_select(0, sel), scan.s.index_select(0, sel)
     counts = torch.bincount(q_row, minlength=n)
-    slot = torch.arange(q_row.numel(), device=dev) - (counts.cumsum(0) - counts)[q_row]
-    padded = torch.full((n, int(counts.max())), float("-inf"), dtype=q_val.dtype, device=dev)
-    padded[q_row, slot] = q_val
+    width = int(counts.max())
+    slot = torch.arange(q_row.numel(), device=dev) - (counts.cumsum(0) - counts).index_select(0, q_row)
+    padded = torch.full((n * width,), float("-inf"), dtype=q_val.dtype, device=dev)
+    padded.index_copy_(0, q_row * width + slot, q_val)
+    padded = padded.view(n, width)
     eps = torch.topk(padded, r, dim=1, sorted=False).values.amin(1).to(dt).mean()
     ex = torch.div(eps, spec.temperature)
     if bool(torch.div(eps_hat, spec.temperature) > ex):  # ε̂ was too high: some H(i) may reach below C_i
