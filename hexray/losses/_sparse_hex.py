@@ -2,11 +2,11 @@
 
 Why: on CPU every pass over the N×M similarity matrix costs about as much as the loss' arithmetic, and a dense
 `s > ε` mask, `nonzero` or a row `topk` each cost several such passes. Here the forward makes the passes plain
-InfoNCE makes per cache-sized row chunk (x = s/τ; a block max over 16 columns, which also gives the row max; exp;
+InfoNCE makes per row chunk (x = s/τ; a max over blocks of ≤ 8 columns, which also gives the row max; exp;
 sum) and finds every element that the row quantile or H(i) can need from the block maxima:
 
-* t_i = the k-th largest maximum of disjoint column groups (k = r + 1, r = the quantile's descending rank): k
-  elements, so at least r negatives, are ≥ t_i, so the row's r-th largest negative (its quantile) is ≥ t_i.
+* t_i = the r-th largest maximum of disjoint column groups (r = the quantile's descending rank; self and positive
+  are −inf): r negatives are ≥ t_i, so the row's r-th largest negative (its quantile) is ≥ t_i.
 * Candidates C_i = {x ≥ u_i}, u_i = min(t_i, ε̂/τ), read only from the blocks whose maximum is ≥ u_i. ε̂ is a low
   estimate of ε from an exact top-k over a sample of rows, so C_i holds both the quantile's top r and H(i) =
   {s > ε}; should the estimate exceed ε after all, the chunk pass reruns with ε itself (exact, just slower).
