@@ -220,3 +220,8 @@ def test_describe_type_wording():
     assert describe_type(int | None) == "integer or null"
     assert describe_type(Literal["x", "y"]) == "one of 'x', 'y'"
     assert describe_type(dict[str, float]) == "mapping of string to number"
+
+
+def test_unwired_gpu_augment_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match=r"fast\.gpu_augment"):
+        load_config(None, ["fast.gpu_augment=true"])

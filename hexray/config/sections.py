@@ -159,7 +159,9 @@ class FastPathSection:
 
     amp: bf16 autocast; channels_last: NHWC memory format for convolutions; compile: torch.compile (off by
     default: compiling costs more than it saves in short runs); fused_optimizer: fused/foreach optimizer kernels;
-    gpu_augment: decode on Ray Data's CPUs but augment batched on the GPU (`hexray.data.gpu_augment`).
+    gpu_augment: reserved for decoding on Ray Data's CPUs and augmenting batched on the GPU
+    (`hexray.data.gpu_augment` holds the batched augmentations); the train loop does not wire it yet, so `true` is
+    refused rather than silently ignored.
     """
 
     amp: Literal["auto", "bf16", "off"] = "auto"
@@ -167,6 +169,10 @@ class FastPathSection:
     compile: Literal["auto", "on", "off"] = "off"
     fused_optimizer: bool = True
     gpu_augment: bool = False
+
+    def __post_init__(self) -> None:
+        _require(not self.gpu_augment, "fast.gpu_augment: augmenting on the training device is not wired into the "
+                 "train loop yet; leave it false (views are augmented by Ray Data's CPU tasks)")
 
 
 @dataclass
