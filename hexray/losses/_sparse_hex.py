@@ -51,53 +51,72 @@ def _layout(m: int, r: int) -> tuple[int, int]:
 
 
 class _Scan:
-    """One pass over the row chunks: row max and positive logit, Σ e^{x − max} over the negatives outside C, the
-    bound t_i, and C's entries (row, column, x, s). Self and positive are −inf in x, so never candidates."""
+    """One pass over the row chunks: row max (over the negatives), Σ e^{x − max} over the negatives outside C, the
+    bound t_i, and C's entries as (row, column, s); all bounds in units of s (x = s/τ is monotone in s). Block
+    maxima come straight from `sim`; the blocks of self and positive are recomputed without them. C may hold
+    self or positive: their s is set to −inf in the list (never in H, never in the quantile)."""
 
     def __init__(self, sim, pos, self_idx, spec: Spec, r: int, ug: torch.Tensor, dt: torch.dtype) -> None:
         n, m = sim.shape
+        dev = sim.device
         b, g = _layout(m, r)
         nb = -(-m // b)
         mp = nb * b
+        copy = mp > m or sim.dtype != dt  # else blocks and exp read `sim` in place
+        inv_t = 1.0 / spec.temperature
         step = spec.chunk_rows or max(1, min(n, _SCAN_ELEMS // mp))
-        buf = torch.empty(min(step, n), mp, dtype=dt, device=sim.device)
-        self.mx, self.lp, self.rest, self.t = (torch.empty(n, dtype=dt, device=sim.device) for _ in range(4))
-        rows, cols, xs, ss = [], [], [], []
+        buf = torch.empty(min(step, n), mp, dtype=dt, device=dev)
+        excl = pos[:, None] if self_idx is None else torch.stack([pos, self_idx], dim=1)  # n × k columns
+        offs = torch.arange(b, device=dev)
+        self.mx, self.rest, self.t = (torch.empty(n, dtype=dt, device=dev) for _ in range(3))
+        flats, ss = [], []
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
             x = buf[: r1 - r0]
-            s = sim[r0:r1] if sim.dtype == dt else sim[r0:r1].to(dt)
-            torch.div(s, spec.temperature, out=x[:, :m])
-            if mp > m:
-                x[:, m:] = float("-inf")  # padding to whole blocks (the previous chunk's exp_ overwrote it)
-            if self_idx is not None:
-                x.scatter_(1, self_idx[r0:r1, None], float("-inf"))
-            pcol = pos[r0:r1, None]
-            self.lp[r0:r1] = x.gather(1, pcol).squeeze(1)
-            x.scatter_(1, pcol, float("-inf"))
-            bm = F.max_pool1d(x.unsqueeze(0), b, b).squeeze(0) if b > 1 else x  # negatives only
+            if copy:
+                x[:, :m] = sim[r0:r1]
+                x[:, m:] = float("-inf")  # padding to whole blocks
+                src = x
+            else:
+                src = sim[r0:r1]
+            ex = excl[r0:r1]
+            if b > 1:
+                bm = F.max_pool1d(src.unsqueeze(0), b, b).squeeze(0)
+                eb = ex // b  # the blocks of self and positive: their maxima without them
+                bc = (eb.unsqueeze(2) * b + offs).flatten(1)
+                bv = src.gather(1, bc).masked_fill_((bc.unsqueeze(2) == ex.unsqueeze(1)).any(2), float("-inf"))
+                bm.scatter_(1, eb, bv.view(-1, ex.shape[1], b).amax(2))
+            else:
+                bm = src.scatter(1, ex, float("-inf"))
             mx = bm.amax(1)
             grp = F.max_pool1d(bm.unsqueeze(0), g, g, ceil_mode=True).squeeze(0) if g > 1 else bm
             t = torch.topk(grp, r, dim=1, sorted=False).values.amin(1)
             u = torch.minimum(t, ug)
             sel = (bm >= u.unsqueeze(1)).view(-1).nonzero().squeeze(1)  # flat block ids in the chunk
             if b > 1:
-                vals = x.view(-1, b).index_select(0, sel)
+                vals = src.reshape(-1, b).index_select(0, sel)
                 hit = (vals >= u.index_select(0, sel // nb).unsqueeze(1)).view(-1).nonzero().squeeze(1)
                 flat = sel.index_select(0, hit // b) * b + hit % b
-                cx = vals.view(-1).index_select(0, hit)
+                cs = vals.view(-1).index_select(0, hit)
             else:
-                flat, cx = sel, x.view(-1).index_select(0, sel)
-            x.view(-1).index_fill_(0, flat, float("-inf"))  # C leaves the dense sum
-            self.rest[r0:r1] = x.sub_(mx.unsqueeze(1)).exp_().sum(1)
+                flat, cs = sel, src.reshape(-1).index_select(0, sel)
+            # e^{x − max} over the negatives outside C
+            torch.add((mx * -inv_t).unsqueeze(1), src, alpha=inv_t, out=x).exp_()
+            x.view(-1).index_fill_(0, flat, 0.0)
+            x.scatter_(1, ex, 0.0)
+            self.rest[r0:r1] = x.sum(1)
             self.mx[r0:r1], self.t[r0:r1] = mx, t
-            crow = flat // mp
-            ccol = flat - crow * mp
-            rows.append(crow + r0)
-            cols.append(ccol)
-            xs.append(cx)
-            ss.append(s.reshape(-1).index_select(0, flat if mp == m else crow * m + ccol))
-        self.row, self.col, self.x, self.s = (torch.cat(v) for v in (rows, cols, xs, ss))
+            flats.append(flat + r0 * mp)
+            ss.append(cs.to(dt))
+        flat = torch.cat(flats)
+        self.row = flat // mp
+        self.col = flat - self.row * mp
+        s = torch.cat(ss)
+        own = (self.col.unsqueeze(1) == excl.index_select(0, self.row)).any(1)
+        self.s = s.masked_fill_(own, float("-inf"))
+        self.x = self.s * inv_t
+        self.mx *= inv_t
+        self.lp = sim.gather(1, pos[:, None]).squeeze(1).to(dt) * inv_t
 
 
 class _FusedAdaptiveHex(torch.autograd.Function):
@@ -120,8 +139,11 @@ class _FusedAdaptiveHex(torch.autograd.Function):
         grad = torch.empty_like(sim)
         step = _chunk_rows(n, m, sim.device, spec.chunk_rows)
         buf = None if sim.dtype == dt else torch.empty(min(step, n), m, dtype=dt, device=sim.device)
+        hval = gh * c.index_select(0, hflat // m)
+        starts = torch.arange(0, n + step, step, device=sim.device).clamp_(max=n) * m
+        cut = torch.searchsorted(hflat, starts).tolist()  # the H entries of each chunk (hflat is ascending)
         with torch.autocast(sim.device.type, enabled=False):
-            for r0 in range(0, n, step):
+            for k, r0 in enumerate(range(0, n, step)):
                 r1 = min(n, r0 + step)
                 g = grad[r0:r1] if buf is None else buf[: r1 - r0]
                 torch.add(neg_shift[r0:r1], sim[r0:r1], alpha=1.0 / spec.temperature, out=g)
@@ -131,9 +153,10 @@ class _FusedAdaptiveHex(torch.autograd.Function):
                 if self_idx is not None:
                     g.scatter_(1, self_idx[r0:r1, None], 0.0)
                 g.scatter_(1, pos[r0:r1, None], pos_val[r0:r1, None])
+                a, z = cut[k], cut[k + 1]
+                g.view(-1).index_copy_(0, hflat[a:z] - r0 * m, hval[a:z])
                 if buf is not None:
                     grad[r0:r1] = g
-            grad.view(-1).index_copy_(0, hflat, (gh * c.index_select(0, hflat // m)).to(grad.dtype))
         return grad, None, None, None, None, None, None
 
 
@@ -150,9 +173,9 @@ def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, lab
         sim[idx], pos[idx], None if self_idx is None else self_idx[idx], quantile
     ).to(dt)
     eps_hat = q_s.mean() - (_SAMPLE_SE * q_s.std() / math.sqrt(n_s) if n_s < n else 0.0)
-    scan = _Scan(sim, pos, self_idx, spec, r, torch.div(eps_hat, spec.temperature), dt)
+    scan = _Scan(sim, pos, self_idx, spec, r, eps_hat, dt)
     # the quantile: r-th largest of each row's candidates ≥ t_i (a padded n × W top-r)
-    sel = (scan.x >= scan.t.index_select(0, scan.row)).nonzero().squeeze(1)
+    sel = (scan.s >= scan.t.index_select(0, scan.row)).nonzero().squeeze(1)
     q_row, q_val = scan.row.index_select(0, sel), scan.s.index_select(0, sel)
     counts = torch.bincount(q_row, minlength=n)
     width = int(counts.max())
@@ -161,11 +184,10 @@ def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, lab
     padded.index_copy_(0, q_row * width + slot, q_val)
     padded = padded.view(n, width)
     eps = torch.topk(padded, r, dim=1, sorted=False).values.amin(1).to(dt).mean()
-    ex = torch.div(eps, spec.temperature)
-    if bool(torch.div(eps_hat, spec.temperature) > ex):  # ε̂ was too high: some H(i) may reach below C_i
-        scan = _Scan(sim, pos, self_idx, spec, r, ex, dt)
+    if bool(eps_hat > eps):  # ε̂ was too high: some H(i) may reach below C_i
+        scan = _Scan(sim, pos, self_idx, spec, r, eps, dt)
 
-    in_h = scan.s.to(dt) > eps
+    in_h = scan.s > eps
     ce = (scan.x - scan.mx.index_select(0, scan.row)).exp().masked_fill_(in_h, 0.0)
     sum_g = scan.rest.index_add(0, scan.row, ce)
     log_g = sum_g.log() + scan.mx + _log(spec.global_weight)
