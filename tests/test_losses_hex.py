@@ -339,6 +339,22 @@ def test_sparse_kernel_queue_layout_and_epsilon_estimate_rerun(monkeypatch):
         assert torch.allclose(torch.autograd.grad(out.loss, a)[0], ref, atol=1e-12)
 
 
+def test_sparse_kernel_gradients_reach_both_factors():
+    # the sparse kernel differentiates through sim = anchors @ candidatesᵀ itself: both sides need their gradient
+    g = torch.Generator().manual_seed(13)
+    a = F.normalize(torch.randn(150, 8, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    c = F.normalize(torch.randn(900, 8, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    pos = torch.randint(0, 900, (150,), generator=g)
+    self_idx = (pos + 1) % 900
+    cfg = HexConfig(warmup_epochs=0, quantile=0.99, beta=0.5, local_weight=2.0)
+    res = {}
+    for kernel in ("dense", "sparse"):
+        out = HEXLoss(cfg, 10, kernel=kernel, chunk_rows=40)(a, c, pos, self_idx, epoch=0)
+        res[kernel] = (out.loss, *torch.autograd.grad(out.loss * 3.0, (a, c)))
+    for x, y in zip(res["sparse"], res["dense"], strict=True):
+        assert torch.allclose(x, y, atol=1e-12, rtol=0)
+
+
 def test_sparse_kernel_bf16_autocast_matches_dense():
     z1, z2, _ = _clustered(300, 16, seed=12, dtype=torch.float32)
     cfg = HexConfig(warmup_epochs=0, quantile=0.99)

@@ -121,13 +121,15 @@ class _Scan:
 
 class _FusedAdaptiveHex(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c):  # noqa: D102
+    def forward(ctx, sim, anchors, candidates, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c):  # noqa: D102
+        ctx.fuse = anchors is not None
         with torch.autocast(sim.device.type, enabled=False):
-            return _forward(ctx, sim.contiguous(), pos, self_idx, spec, quantile, labels_a, labels_c)
+            return _forward(ctx, sim.contiguous(), pos, self_idx, spec, quantile, labels_a, labels_c,
+                            (anchors, candidates) if ctx.fuse else ())
 
     @staticmethod
     def backward(ctx, grad_loss, *_):  # noqa: D102
-        sim, pos, self_idx, ld, lp, hflat, gh = ctx.saved_tensors
+        sim, pos, self_idx, ld, lp, hflat, gh, *factors = ctx.saved_tensors
         spec = ctx.spec
         n, m = sim.shape
         dt = ld.dtype
@@ -136,9 +138,16 @@ class _FusedAdaptiveHex(torch.autograd.Function):
         shift = ld - _log(spec.global_weight) - (c.log() if fold else 0.0)
         neg_shift = (-shift).unsqueeze(1)
         pos_val = ((lp - ld).exp() - 1.0) * c
-        grad = torch.empty_like(sim)
         step = _chunk_rows(n, m, sim.device, spec.chunk_rows)
-        buf = None if sim.dtype == dt else torch.empty(min(step, n), m, dtype=dt, device=sim.device)
+        if factors:  # ∂/∂anchors and ∂/∂candidates chunk by chunk: no N×M gradient in memory
+            fa, fc = (f.detach().to(dt) for f in factors)
+            need_a, need_c = ctx.needs_input_grad[1:3]
+            grad_a = torch.empty_like(fa) if need_a else None
+            grad_c = torch.zeros_like(fc) if need_c else None
+            buf = torch.empty(min(step, n), m, dtype=dt, device=sim.device)
+        else:
+            grad = torch.empty_like(sim)
+            buf = None if sim.dtype == dt else torch.empty(min(step, n), m, dtype=dt, device=sim.device)
         hval = gh * c.index_select(0, hflat // m)
         starts = torch.arange(0, n + step, step, device=sim.device).clamp_(max=n) * m
         cut = torch.searchsorted(hflat, starts).tolist()  # the H entries of each chunk (hflat is ascending)
@@ -155,12 +164,20 @@ class _FusedAdaptiveHex(torch.autograd.Function):
                 g.scatter_(1, pos[r0:r1, None], pos_val[r0:r1, None])
                 a, z = cut[k], cut[k + 1]
                 g.view(-1).index_copy_(0, hflat[a:z] - r0 * m, hval[a:z])
-                if buf is not None:
+                if factors:
+                    if need_a:
+                        torch.mm(g, fc, out=grad_a[r0:r1])
+                    if need_c:
+                        grad_c.addmm_(g.T, fa[r0:r1])
+                elif buf is not None:
                     grad[r0:r1] = g
-        return grad, None, None, None, None, None, None
+        if factors:
+            return (None, grad_a if grad_a is None else grad_a.to(factors[0].dtype),
+                    grad_c if grad_c is None else grad_c.to(factors[1].dtype), *[None] * 6)
+        return grad, *[None] * 8
 
 
-def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c):
+def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c, factors):
     n, m = sim.shape
     dt = _compute_dtype(sim)
     dev = sim.device
@@ -220,7 +237,7 @@ def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, lab
         frac_h = torch.zeros_like(ld)
     loss = ld - lp
     ctx.spec = spec
-    ctx.save_for_backward(sim, pos, self_idx, ld, lp, h_row * m + h_col, gh)
+    ctx.save_for_backward(sim, pos, self_idx, ld, lp, h_row * m + h_col, gh, *factors)
     out = [loss, eps, h_size, (log_g - ld).exp(), frac_h]
     if labels_a is not None:
         la, lc = labels_a[h_row], labels_c[h_col]
@@ -240,12 +257,19 @@ def fused_adaptive_hex(
     quantile: float,
     labels_anchor: torch.Tensor | None = None,
     labels_candidates: torch.Tensor | None = None,
+    factors: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-row HEX losses with H(i) = {negatives with s > ε}, ε = mean row `quantile` of the negatives (nearest),
     differentiable w.r.t. `sim`, and detached statistics: `epsilon`, `h_size`, `frac_g`, `frac_h`, and `purity`
-    when both label vectors are given. Same contract as `contrastive_rows` with the adaptive threshold's mask."""
+    when both label vectors are given. Same contract as `contrastive_rows` with the adaptive threshold's mask.
+
+    `factors=(anchors, candidates)` with sim = anchors @ candidatesᵀ: the gradient flows to the factors instead,
+    computed chunk by chunk in the backward (sim is then read detached): on CPU, writing and re-reading an N×M
+    gradient costs about as much as the loss' own passes."""
     with_labels = labels_anchor is not None and labels_candidates is not None
-    out = _FusedAdaptiveHex.apply(sim, positive_index, self_index, spec, quantile,
+    a, c = factors if factors is not None else (None, None)
+    out = _FusedAdaptiveHex.apply(sim if factors is None else sim.detach(), a, c, positive_index, self_index, spec,
+                                  quantile,
                                   labels_anchor if with_labels else None, labels_candidates if with_labels else None)
     keys = ["epsilon", "h_size", "frac_g", "frac_h"] + (["purity"] if with_labels else [])
     return out[0], dict(zip(keys, out[1:], strict=True))

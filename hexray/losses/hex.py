@@ -100,7 +100,8 @@ class HEXLoss(nn.Module):
         sim = anchors @ candidates.T  # the one matmul; the threshold reads it detached
         lab_a, lab_c = (labels_anchor, labels_candidates) if with_purity else (None, None)
         if self._sparse(sim):
-            rows, st = fused_adaptive_hex(sim, positive_index, self_index, self.spec, self.cfg.quantile, lab_a, lab_c)
+            rows, st = fused_adaptive_hex(sim, positive_index, self_index, self.spec, self.cfg.quantile, lab_a, lab_c,
+                                          factors=(anchors, candidates))
             eps = st["epsilon"]
         else:
             eps, mask_fn = self.threshold.prepare(
