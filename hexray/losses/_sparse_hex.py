@@ -13,9 +13,10 @@ sum) and finds every element that the row quantile or H(i) can need from the blo
 * C's entries leave the dense sum, which so holds G(i) only (no cancellation); ε, H(i), T_i, the hardness
   weights and their gradients are computed on the sparse list.
 
-The backward is two dense passes per chunk (e^{x − log D + log(w_g·∂L/∂L_i/τ)} written straight into the
-gradient) plus a sparse overwrite of the H entries with gradients computed in the forward. Exact: same values as
-the dense kernel (hexray.losses._engine) up to float rounding order. Host syncs: yes (CPU only).
+The backward is two dense passes per chunk (e^{x − log D + log(w_g·∂L/∂L_i/τ)}) plus a sparse overwrite of the
+H entries with gradients computed in the forward; given the factors of sim (HEXLoss does), each chunk goes
+straight into ∂/∂anchors and ∂/∂candidates by two small matmuls, so no N×M gradient is ever written.
+Exact: same values as the dense kernel (hexray.losses._engine) up to float rounding order. Host syncs: yes (CPU only).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hexray.losses._engine import Spec, _chunk_rows, _compute_dtype, _log
+from hexray.losses._engine import Spec, _compute_dtype, _log
 from hexray.losses.thresholds import _nearest_desc_rank, row_quantile_nearest_layout
 
 _SAMPLE_ROWS = 128  # rows whose exact quantile gives ε̂
@@ -138,7 +139,7 @@ class _FusedAdaptiveHex(torch.autograd.Function):
         shift = ld - _log(spec.global_weight) - (c.log() if fold else 0.0)
         neg_shift = (-shift).unsqueeze(1)
         pos_val = ((lp - ld).exp() - 1.0) * c
-        step = _chunk_rows(n, m, sim.device, spec.chunk_rows)
+        step = spec.chunk_rows or max(1, min(n, (_SCAN_ELEMS if factors else 1 << 18) // m))
         if factors:  # ∂/∂anchors and ∂/∂candidates chunk by chunk: no N×M gradient in memory
             fa, fc = (f.detach().to(dt) for f in factors)
             need_a, need_c = ctx.needs_input_grad[1:3]
