@@ -58,7 +58,9 @@ def trial_table(results: Any, spec: SweepSpec) -> tuple[pd.DataFrame, pd.DataFra
                 curves.append({"trial_id": trial_id, "training_iteration": step, metric: float(value)})
     table = pd.DataFrame(rows, columns=["trial_id", "status", *keys, f"{metric} (final)", f"{metric} (best)",
                                         "iterations", "error", "path"])
-    table = table.sort_values(f"{metric} (best)", ascending=spec.mode == "min", na_position="last", kind="stable")
+    # Ties (equal metrics) keep trial-id order, so the table reads the same however Tune lists its trials.
+    table = table.sort_values("trial_id", kind="stable").sort_values(
+        f"{metric} (best)", ascending=spec.mode == "min", na_position="last", kind="stable")
     return table.reset_index(drop=True), pd.DataFrame(curves, columns=["trial_id", "training_iteration", metric])
 
 
