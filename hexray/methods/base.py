@@ -63,6 +63,13 @@ class SSLMethod(nn.Module):
         head = SEMHead(in_dim, self.sem_cfg)
         return head, head.output_dim
 
+    def project_online(self, x):  # noqa: ANN001, ANN201
+        """(backbone features h, projector output z — through the online SEM head when enabled). Needs the
+        subclass's `self.projector` and `self.sem` (from `make_sem`)."""
+        h = self.backbone(x)
+        z = self.projector(h)
+        return h, (z if self.sem is None else self.sem(z, "online"))
+
     def add_target(self, online: str, target: str) -> None:
         """Create `self.<target>` as a frozen copy of `self.<online>`, updated by EMA in `momentum_update`."""
         net = copy.deepcopy(getattr(self, online))

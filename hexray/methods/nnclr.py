@@ -29,11 +29,6 @@ class NNCLR(SSLMethod):
         self.register_buffer("queue", F.normalize(torch.randn(method.queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
-    def _project(self, x):
-        h = self.backbone(x)
-        z = self.projector(h)
-        return h, (z if self.sem is None else self.sem(z, "online"))
-
     @torch.no_grad()
     def nearest_neighbour(self, z: torch.Tensor) -> torch.Tensor:
         """Row i: the queue entry most similar to z_i (z L2-normalised)."""
@@ -49,8 +44,8 @@ class NNCLR(SSLMethod):
         self.queue_ptr.copy_((self.queue_ptr + z.shape[0]) % size)
 
     def compute(self, view1, view2, *, epoch, superclass) -> LossOutput:
-        h1, z1 = self._project(view1)
-        _, z2 = self._project(view2)
+        h1, z1 = self.project_online(view1)
+        _, z2 = self.project_online(view2)
         z1n, z2n = F.normalize(z1.detach(), dim=1), F.normalize(z2.detach(), dim=1)
         nn1 = gather_no_grad(self.nearest_neighbour(z1n))
         nn2 = gather_no_grad(self.nearest_neighbour(z2n))

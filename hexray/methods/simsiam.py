@@ -22,14 +22,9 @@ class SimSiam(SSLMethod):
         self.sem, dim = self.make_sem(method.proj_output_dim)
         self.predictor = prediction_mlp(dim, method.pred_hidden_dim, dim, 2)
 
-    def _project(self, x):
-        h = self.backbone(x)
-        z = self.projector(h)
-        return h, (z if self.sem is None else self.sem(z, "online"))
-
     def compute(self, view1, view2, *, epoch, superclass) -> LossOutput:
-        h1, z1 = self._project(view1)
-        _, z2 = self._project(view2)
+        h1, z1 = self.project_online(view1)
+        _, z2 = self.project_online(view2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = (cosine_regression_loss(p1, z2.detach()) + cosine_regression_loss(p2, z1.detach())) / 2
         base = LossOutput(loss=loss, terms={"loss/simsiam": loss.detach()}, features=h1)

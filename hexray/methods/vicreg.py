@@ -21,14 +21,9 @@ class VICReg(SSLMethod):
         self.projector = projection_mlp(self.feature_dim, method.proj_hidden_dim, method.proj_output_dim, 3)
         self.sem, self.embed_dim = self.make_sem(method.proj_output_dim)
 
-    def _project(self, x):
-        h = self.backbone(x)
-        z = self.projector(h)
-        return h, (z if self.sem is None else self.sem(z, "online"))
-
     def compute(self, view1, view2, *, epoch, superclass) -> LossOutput:
-        h1, z1 = self._project(view1)
-        _, z2 = self._project(view2)
+        h1, z1 = self.project_online(view1)
+        _, z2 = self.project_online(view2)
         c = self.cfg
         base = vicreg_loss(gather_with_grad(z1), gather_with_grad(z2), c.vicreg_sim_coeff, c.vicreg_var_coeff,
                            c.vicreg_cov_coeff)
