@@ -138,7 +138,8 @@ def test_bad_override_and_missing_base_config(tmp_path):
 
 def test_base_config_is_relative_to_the_sweep_file(tmp_path):
     (tmp_path / "cfgs").mkdir()
-    (tmp_path / "cfgs" / "base.yaml").write_text(yaml.safe_dump({"hex": {"beta": 0.25, "warmup_epochs": 0}, "run": {"epochs": 2}}))
+    base = {"hex": {"beta": 0.25, "warmup_epochs": 0}, "run": {"epochs": 2}}
+    (tmp_path / "cfgs" / "base.yaml").write_text(yaml.safe_dump(base))
     sub = tmp_path / "sweeps"
     sub.mkdir()
     spec = load_sweep(_write(sub, {"base_config": "../cfgs/base.yaml", "space": {"hex.alpha": {"choice": [0.1]}}}))
