@@ -148,3 +148,29 @@ def test_progress_line_has_rate_and_eta():
     line = progress_line({"epoch": 2, "loss": 1.234, "images_per_s": 812.3}, 5, [60.0, 40.0])
     assert "epoch 2/5" in line and "812 img/s" in line and "ETA 2m30s" in line
     assert format_duration(3725) == "1h02m"
+
+
+def test_seeding_from_another_runs_checkpoint_keeps_position_but_takes_this_configs_lr():
+    """PBT exploit (`checkpoint.init_from`): the restored schedule position stays, the base lr is this config's."""
+    from hexray.train.loop import _reapply_lrs
+    from hexray.train.optim import warmup_cosine_scheduler
+
+    def build(lr: float):
+        opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=lr)
+        return opt, warmup_cosine_scheduler(opt, warmup_steps=2, total_steps=10)
+
+    donor_opt, donor_sched = build(0.5)
+    for _ in range(4):
+        donor_opt.step()
+        donor_sched.step()
+    opt, sched = build(0.1)
+    fresh = [g["initial_lr"] for g in opt.param_groups]
+    opt.load_state_dict(donor_opt.state_dict())
+    sched.load_state_dict(donor_sched.state_dict())
+    assert opt.param_groups[0]["initial_lr"] == 0.5  # the donor's lr came along with its state
+    _reapply_lrs(opt, sched, fresh)
+    factor = warmup_cosine(4, warmup_steps=2, total_steps=10)
+    assert sched.last_epoch == 4 and opt.param_groups[0]["lr"] == pytest.approx(0.1 * factor)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * warmup_cosine(5, warmup_steps=2, total_steps=10))
