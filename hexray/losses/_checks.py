@@ -13,6 +13,14 @@ def check_embeddings(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(x.shape)}")
 
 
+def check_view_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
+    """Two views' embeddings: each a non-empty 2-D floating tensor, both of the same shape."""
+    check_embeddings("z1", z1)
+    check_embeddings("z2", z2)
+    if z1.shape != z2.shape:
+        raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
+
+
 def check_contrastive_shapes(
     anchors: torch.Tensor,
     candidates: torch.Tensor,

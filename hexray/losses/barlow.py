@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hexray.losses._checks import check_embeddings
+from hexray.losses._checks import check_view_pair
 from hexray.losses.base import LossOutput
 
 
@@ -15,10 +15,7 @@ def _batch_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, eps: float = 1e-5) -> LossOutput:
     """Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij², C = BN(z1)ᵀBN(z2)/N; terms `barlow/on_diag`, `barlow/off_diag`."""
-    check_embeddings("z1", z1)
-    check_embeddings("z2", z2)
-    if z1.shape != z2.shape:
-        raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
+    check_view_pair(z1, z2)
     if z1.shape[0] < 2:
         raise ValueError("z1 needs at least 2 rows for batch normalisation")
     if lambd < 0:

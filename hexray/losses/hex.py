@@ -17,8 +17,8 @@ from torch import nn
 from hexray.losses._checks import (
     check_contrastive_shapes,
     check_contrastive_values,
-    check_embeddings,
     check_labels,
+    check_view_pair,
     pair_indices,
 )
 from hexray.losses._engine import Spec, contrastive_rows
@@ -137,10 +137,7 @@ class HEXLoss(nn.Module):
         validate: bool = True,
     ) -> LossOutput:
         """NT-Xent layout: anchors = candidates = cat(z1, z2); `labels` are per image (repeated for both views)."""
-        check_embeddings("z1", z1)
-        check_embeddings("z2", z2)
-        if z1.shape != z2.shape:
-            raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
+        check_view_pair(z1, z2)
         check_labels("labels", labels, z1.shape[0])
         z = torch.cat([z1, z2])
         pos, self_idx = pair_indices(z1.shape[0], z.device)

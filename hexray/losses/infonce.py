@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hexray.losses._checks import check_contrastive_shapes, check_contrastive_values, check_embeddings, pair_indices
+from hexray.losses._checks import check_contrastive_shapes, check_contrastive_values, check_view_pair, pair_indices
 from hexray.losses._engine import Spec, contrastive_rows
 from hexray.losses.base import LossOutput
 
@@ -36,10 +36,7 @@ def info_nce(
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, validate: bool = True) -> LossOutput:
     """NT-Xent (SimCLR): anchors = candidates = cat(z1, z2), positive = the other view, self excluded."""
-    check_embeddings("z1", z1)
-    check_embeddings("z2", z2)
-    if z1.shape != z2.shape:
-        raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
+    check_view_pair(z1, z2)
     z = torch.cat([z1, z2])
     pos, self_idx = pair_indices(z1.shape[0], z.device)
     return info_nce(z, z, pos, self_idx, temperature, validate=validate)

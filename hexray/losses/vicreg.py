@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hexray.losses._checks import check_embeddings
+from hexray.losses._checks import check_view_pair
 from hexray.losses.base import LossOutput
 
 
@@ -30,10 +30,7 @@ def vicreg_loss(
     eps: float = 1e-4,
 ) -> LossOutput:
     """λ·s(z1,z2) + μ·[v(z1)+v(z2)]/2 + ν·[c(z1)+c(z2)]; terms `vicreg/invariance|variance|covariance` (unweighted)."""
-    check_embeddings("z1", z1)
-    check_embeddings("z2", z2)
-    if z1.shape != z2.shape:
-        raise ValueError(f"z2 must have the shape of z1 {tuple(z1.shape)}, got {tuple(z2.shape)}")
+    check_view_pair(z1, z2)
     if z1.shape[0] < 2:
         raise ValueError("z1 needs at least 2 rows for variance/covariance")
     z1, z2 = z1.float(), z2.float()
