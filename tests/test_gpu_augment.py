@@ -64,3 +64,19 @@ def test_pad_to_batch_and_errors():
     with pytest.raises(ValueError, match="recipe"):
         two_views(_images(2), recipe="nope")
     assert set(RECIPES) == {"simclr", "byol"}
+
+
+@pytest.mark.parametrize("recipe", ["simclr", "byol"])
+def test_grey_batch_stays_one_channel_and_matches_its_rgb_copy(recipe):
+    grey = torch.randint(0, 256, (32, 1, 20, 20), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    sizes = torch.full((32, 2), 20.0)
+    for view in RECIPES[recipe]:
+        one = augment_view(grey, sizes, view, output_size=16, mean=(0.5,), std=(0.25,),
+                           generator=torch.Generator().manual_seed(9))
+        three = augment_view(grey.expand(-1, 3, -1, -1), sizes, view, output_size=16, mean=(0.5,) * 3,
+                             std=(0.25,) * 3, generator=torch.Generator().manual_seed(9))
+        assert one.shape == (32, 1, 16, 16)
+        assert torch.allclose(one[:, 0], three[:, 0], atol=1e-4)  # same draws; skipped ops are no-ops on grey
+    with pytest.raises(ValueError, match="one value per channel"):
+        augment_view(grey, sizes, RECIPES[recipe][0], output_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert two_views(grey, recipe=recipe, output_size=12)[0].shape == (32, 1, 12, 12)

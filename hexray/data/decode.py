@@ -19,13 +19,13 @@ def decode_image(data: bytes, channels: int) -> torch.Tensor | None:
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            array = np.asarray(im)
+            mode = "L" if channels == 1 else "RGB"
+            array = np.array(im if im.mode == mode else im.convert(mode))  # convert() copies even a no-op
     except Exception:  # noqa: BLE001 - Pillow raises many types (OSError, SyntaxError, ValueError...) on bad bytes
         return None
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def decode_batch(images: np.ndarray | list, channels: int) -> tuple[list[torch.Tensor], np.ndarray]:

@@ -26,6 +26,7 @@ from torchvision.ops import roi_align
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+GREY_MEAN, GREY_STD = (0.449,), (0.226,)  # ImageNet's, averaged over channels
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,11 @@ def _grayscale(x: torch.Tensor) -> torch.Tensor:
     return 0.299 * r + 0.587 * g + 0.114 * b
 
 
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """Grayscale of an RGB batch; a grey batch is its own."""
+    return x if x.shape[1] == 1 else _grayscale(x)
+
+
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
@@ -154,9 +160,17 @@ def augment_view(
     std: tuple[float, ...] = IMAGENET_STD,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One augmented view of a padded uint8 batch (N×3×H×W) → normalised float32 N×3×S×S."""
-    if batch.ndim != 4 or batch.shape[1] != 3:
-        raise ValueError(f"batch must be N×3×H×W, got shape {tuple(batch.shape)}")
+    """One augmented view of a padded uint8 batch (N×C×H×W, C = 3 or 1) → normalised float32 N×C×S×S.
+
+    A grey batch (C = 1) stays one channel: saturation, hue and grayscale leave a grey image unchanged, so they
+    are skipped (their random draws are still made, so a grey batch gets exactly the first channel of what its
+    3-channel copy would get), which makes grey data three times cheaper to augment.
+    """
+    if batch.ndim != 4 or batch.shape[1] not in (1, 3):
+        raise ValueError(f"batch must be N×3×H×W or N×1×H×W, got shape {tuple(batch.shape)}")
+    grey = batch.shape[1] == 1
+    if len(mean) != batch.shape[1] or len(std) != batch.shape[1]:
+        raise ValueError(f"mean and std need one value per channel ({batch.shape[1]}), got {mean} and {std}")
     n = batch.shape[0]
     boxes = _crop_boxes(sizes, recipe, generator)
     rois = torch.cat([torch.arange(n, device=batch.device, dtype=torch.float32)[:, None], boxes], dim=1)
@@ -171,13 +185,15 @@ def augment_view(
     s = _uniform(n, 1 - recipe.saturation, 1 + recipe.saturation, x, generator)
     hue = _uniform(n, -recipe.hue, recipe.hue, x, generator).view(n)
     y = (x * b).clamp(0, 1)
-    y = _blend(y, _grayscale(y).mean((1, 2, 3), keepdim=True), c)
-    y = _blend(y, _grayscale(y), s)
-    y = _hue_rotate(y, hue)
+    y = _blend(y, _luma(y).mean((1, 2, 3), keepdim=True), c)
+    if not grey:
+        y = _blend(y, _grayscale(y), s)
+        y = _hue_rotate(y, hue)
     x = jitter * y + (1 - jitter) * x
 
     gray = _coin(n, recipe.gray_p, x, generator)
-    x = gray * _grayscale(x).expand_as(x) + (1 - gray) * x
+    if not grey:
+        x = gray * _grayscale(x).expand_as(x) + (1 - gray) * x
     if recipe.blur_p > 0:
         sigma = _uniform(n, 0.1, 2.0, x, generator).view(n)
         blurred = _gaussian_blur(x, sigma)
@@ -198,7 +214,8 @@ def two_views(
     output_size: int = 224,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independently augmented views of decoded uint8 images (a list of C×H×W or an N×C×H×W batch)."""
+    """Two independently augmented views of decoded uint8 images (a list of C×H×W or an N×C×H×W batch; C is
+    kept: 3 for colour, 1 for grey)."""
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
     if isinstance(images, torch.Tensor):
@@ -207,10 +224,9 @@ def two_views(
                              device=images.device).expand(images.shape[0], 2)
     else:
         batch, sizes = pad_to_batch(images)
-    if batch.shape[1] == 1:
-        batch = batch.expand(-1, 3, -1, -1)
     first, second = RECIPES[recipe]
+    mean, std = (GREY_MEAN, GREY_STD) if batch.shape[1] == 1 else (IMAGENET_MEAN, IMAGENET_STD)
     return (
-        augment_view(batch, sizes, first, output_size=output_size, generator=generator),
-        augment_view(batch, sizes, second, output_size=output_size, generator=generator),
+        augment_view(batch, sizes, first, output_size=output_size, mean=mean, std=std, generator=generator),
+        augment_view(batch, sizes, second, output_size=output_size, mean=mean, std=std, generator=generator),
     )
