@@ -125,13 +125,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.train()
         sums: dict[str, Any] = {}
         count, images, epoch_start = 0, 0, time.perf_counter()
-        train_time = 0.0
+        train_time, wait_time, first_batch = 0.0, 0.0, 0.0
         batches = shard.iter_torch_batches(batch_size=per_worker_batch, drop_last=True, prefetch_batches=2,
                                            local_shuffle_buffer_size=cfg.data.shuffle_buffer or None)
         t0 = time.perf_counter()
         for i, batch in enumerate(batches):
             if i >= steps_per_epoch:
                 break
+            wait_time += time.perf_counter() - t0
+            if i == 0:
+                first_batch = time.perf_counter() - t0
             v1, v2 = batch["view1"], batch["view2"]
             if fast.channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
@@ -174,6 +177,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         epoch_no = epoch + 1
         metrics = {**_means(sums, count), **restored, "epoch": epoch_no, "step": step, "epoch_end": 1,
                    "lr": optimizer.param_groups[0]["lr"], "images_per_s": images / max(train_time, 1e-9),
+                   "time/data_wait_frac": wait_time / max(train_time, 1e-9), "time/first_batch_s": first_batch,
                    "time/epoch_s": time.perf_counter() - epoch_start, "nan_skips": guard.skipped,
                    "data/corrupt": _corrupt_count(config.get("corrupt_key")), **placement}
         restored = {}
