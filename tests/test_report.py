@@ -81,3 +81,13 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "no run directories" in err and "empty" in err
+
+
+def test_a_sweep_trial_without_summary_reports_its_last_online_knn_from_metrics_csv(tmp_path):
+    run = write_fake_run(tmp_path / "sweep" / "trial_0" / "train", seed=0, epochs=4, checkpoints=False,
+                         metrics={"knn/superclass": [0.5, 0.6, 0.7, 0.8]})
+    (run / "summary.json").unlink()
+    md = write_report([tmp_path / "sweep"], tmp_path / "out", plots=False).read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| synthetic-hierarchy | simclr | HEX |"))
+    assert "| 70.0 | 80.0 |" in row, row  # kNN@20 fine = epoch 4's 0.3 + 0.4; super = 0.8
+    assert "metrics.csv (online kNN)" in md

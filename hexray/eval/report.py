@@ -3,7 +3,8 @@
 Runs are grouped by what they trained: dataset, method, SEM, HEX on/off — plus any other config key that differs
 between runs of that group (so a sweep over a threshold kind yields one row per kind). Seeds (any `*seed` key)
 and bookkeeping (`run.*` except epochs, `checkpoint.*`, `scaling.*`, `fast.*`, `probe.*`) never split a group.
-Numbers come from each run's `eval.json` (`hexray eval`), else from `summary.json`'s final evaluation.
+Numbers come from each run's `eval.json` (`hexray eval`), else from `summary.json`'s final evaluation, else (a
+sweep trial, which writes no summary) from the online kNN monitor's last epoch in `metrics.csv`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from hexray.eval.runs import (
     EVAL_FILE,
+    METRICS_FILE,
     SUMMARY_FILE,
     find_run_dirs,
     flatten,
@@ -67,11 +69,24 @@ def load_record(run: Path) -> RunRecord:
         return RunRecord(run, config, dict(ev["metrics"]), EVAL_FILE, baselines, dict(ev.get("plots") or {}))
     if isinstance(evaluation.get("pretrained"), dict):
         return RunRecord(run, config, dict(evaluation["pretrained"]), SUMMARY_FILE, baselines)
-    final = summary.get("final_metrics") or {}
+    final, source = summary.get("final_metrics") or {}, SUMMARY_FILE
+    if "knn/top1" not in final:  # a sweep trial writes no summary.json: its last epoch in metrics.csv
+        final, source = _last_epoch_metrics(run), METRICS_FILE
     metrics = {"knn/top1@20": final["knn/top1"]} if "knn/top1" in final else {}
     if "knn/superclass" in final:
         metrics["knn/superclass@20"] = final["knn/superclass"]
-    return RunRecord(run, config, metrics, f"{SUMMARY_FILE} (online kNN)" if metrics else "none", baselines)
+    return RunRecord(run, config, metrics, f"{source} (online kNN)" if metrics else "none", baselines)
+
+
+def _last_epoch_metrics(run: Path) -> dict[str, float]:
+    """The online monitor's numbers at the last epoch that reported them."""
+    frame = read_metrics(run)
+    out = {}
+    for key in ("knn/top1", "knn/superclass"):
+        _, values = per_epoch(frame, key)
+        if values:
+            out[key] = values[-1]
+    return out
 
 
 def _is_neutral(key: str) -> bool:
