@@ -39,7 +39,7 @@ def ensure_ray() -> None:
     file-listing task needs one whole free CPU besides the fractional trainers."""
     if ray.is_initialized():
         return
-    verbose = os.environ.get("HEXRAY_RAY_LOGS") == "1"  # worker logs are noisy; progress comes from the run dir
+    verbose = _verbose()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=verbose)
     else:
@@ -47,6 +47,12 @@ def ensure_ray() -> None:
         # without it the cleaner removed a live run's placement group (the worker was destroyed mid-run).
         ray.init(num_cpus=max(4, os.cpu_count() or 1), log_to_driver=verbose)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
+
+
+def _verbose() -> bool:
+    """HEXRAY_RAY_LOGS=1 shows Ray's worker logs and Ray Data's progress bars (noisy; progress comes from the run
+    dir otherwise)."""
+    return os.environ.get("HEXRAY_RAY_LOGS") == "1"
 
 
 def auto_cpus_per_worker(num_workers: int) -> float:
@@ -110,6 +116,9 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
         train_count = min(train_count, d.limit_train)
     if train_count < d.batch_size:
         raise ConfigError(f"data.batch_size ({d.batch_size}) exceeds the {train_count} training images")
+    # This process may be a Tune trial, not the driver `ensure_ray` ran in: the dataset copies this context (and
+    # runs in Train's split coordinator with it), so without this its progress bars reach `hexray sweep`'s console.
+    ray.data.DataContext.get_current().enable_progress_bars = _verbose()
     datasets = {"train": train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
                                        seed=cfg.run.seed, limit=d.limit_train)}
     s = cfg.scaling
