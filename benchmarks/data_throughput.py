@@ -8,8 +8,9 @@ num_workers = cores. Passes are interleaved (Ray, DataLoader, Ray, ...) after on
 median is reported. "per core" = images/s ÷ cores given to each side; "img/CPU-s" = images ÷ CPU seconds
 actually used by the whole process tree (Ray's raylet/GCS included), which is robust to a busy machine.
 
-Then (a separate process) a streamed pass over a generated dataset ~5× larger than a small object store, printing
-the peak resident memory of the process tree (an over-estimate: shared object-store pages count once per process).
+Then (a separate process) a streamed pass over a generated dataset 5× larger than a small object store (sized
+from a measured encoded image), printing the peak memory of the process tree: RSS (an over-estimate: shared
+object-store pages count once per process) and USS (private pages; USS + the store's cap bounds the real use).
 
     python benchmarks/data_throughput.py                      # defaults: 2 cores, 2000 images, 3 rounds
     python benchmarks/data_throughput.py --skip-memory --images 1000
@@ -46,16 +47,19 @@ def tree_cpu_seconds() -> float:
     return total
 
 
-def tree_rss() -> int:
+def tree_memory() -> tuple[int, int]:
+    """(RSS, USS) summed over this process and its children. RSS counts the shared object-store pages once per
+    process that maps them; USS (pages private to one process) does not, so USS + the store's cap bounds use."""
     import psutil
 
-    total = 0
+    rss = uss = 0
     for p in [psutil.Process()] + psutil.Process().children(recursive=True):
         try:
-            total += p.memory_info().rss
+            info = p.memory_full_info()
+            rss, uss = rss + info.rss, uss + info.uss
         except psutil.Error:
             pass
-    return total
+    return rss, uss
 
 
 def make_folder(root: Path, n: int, size: int, fmt: str, noise: bool = False) -> None:
@@ -165,20 +169,23 @@ def memory(args: argparse.Namespace) -> None:
 
     store = args.object_store_mb * 2**20
     with tempfile.TemporaryDirectory() as tmp:
-        per_image = 224 * 224 * 3  # noise JPEGs at quality 90 compress little
-        n = int(args.memory_mb * 2**20 / (per_image * 0.9))
+        probe = Path(tmp) / "probe"
+        make_folder(probe, 16, 224, "jpg", noise=True)  # size one encoded image first: JPEG of noise at q90
+        per_image = statistics.mean(f.stat().st_size for f in probe.rglob("*.jpg"))
+        n = int(args.memory_mb * 2**20 / per_image) + 1
         make_folder(Path(tmp) / "img", n, 224, "jpg", noise=True)
         manifest = write_shards(folder_source(Path(tmp) / "img"), Path(tmp) / "shards", shard_mb=32,
                                 progress=False)
         data_bytes = sum(s.bytes for s in manifest.splits["train"].shards)
         ray.init(num_cpus=args.cores, object_store_memory=store, log_to_driver=False)
         ds = train_dataset(str(Path(tmp) / "shards"), image_size=224, seed=0, num_cpus=1.0)
-        base, peak, stop = tree_rss(), [0], threading.Event()
+        base, peak, stop = tree_memory(), [0, 0], threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
-                peak[0] = max(peak[0], tree_rss())
-                time.sleep(0.2)
+                rss, uss = tree_memory()
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], uss)
+                time.sleep(0.5)
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
@@ -192,8 +199,12 @@ def memory(args: argparse.Namespace) -> None:
     print(f"\nstreamed pass: {seen} images, shards {data_bytes / 2**20:.0f} MB "
           f"({data_bytes / store:.1f}x the {args.object_store_mb} MB object store), two-view output "
           f"{produced / 2**30:.1f} GB, {seconds:.0f} s")
-    print(f"process-tree RSS: {base / 2**20:.0f} MB before, peak {peak[0] / 2**20:.0f} MB during "
-          f"(+{(peak[0] - base) / 2**20:.0f} MB)")
+    mb = 2**20
+    print(f"process-tree RSS: {base[0] / mb:.0f} MB before, peak {peak[0] / mb:.0f} MB during "
+          f"(+{(peak[0] - base[0]) / mb:.0f} MB; shared object-store pages counted once per process)")
+    print(f"process-tree USS (private pages): {base[1] / mb:.0f} MB before, peak {peak[1] / mb:.0f} MB during "
+          f"(+{(peak[1] - base[1]) / mb:.0f} MB), plus an object store capped at {args.object_store_mb} MB; "
+          f"the dataset is {data_bytes / mb:.0f} MB")
 
 
 def main() -> None:
