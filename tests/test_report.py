@@ -71,7 +71,8 @@ def test_report_copies_evaluated_run_plots(tmp_path):
     (run / "eval.json").write_text(json.dumps({"metrics": {"probe/top1": 0.5}, "plots": {"collapse":
                                                                                           "plots/collapse.png"}}))
     md = write_report([run], tmp_path / "out").read_text()
-    assert "(plots/runs/r_collapse.png)" in md and (tmp_path / "out/plots/runs/r_collapse.png").is_file()
+    name = "synthetic-hierarchy_simclr_HEX_s0_collapse.png"  # dataset, group and seed: unique per section
+    assert f"(plots/runs/{name})" in md and (tmp_path / "out/plots/runs" / name).is_file()
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
@@ -91,3 +92,15 @@ def test_a_sweep_trial_without_summary_reports_its_last_online_knn_from_metrics_
     row = next(line for line in md.splitlines() if line.startswith("| synthetic-hierarchy | simclr | HEX |"))
     assert "| 70.0 | 80.0 |" in row, row  # kNN@20 fine = epoch 4's 0.3 + 0.4; super = 0.8
     assert "metrics.csv (online kNN)" in md
+
+
+def test_per_run_plots_of_sweep_trials_named_alike_do_not_overwrite_each_other(tmp_path):
+    for i, method in enumerate(["simclr", "byol"]):
+        run = write_fake_run(tmp_path / "sweep" / f"trial_{i}" / "train", method=method, seed=0, checkpoints=False)
+        (run / "plots").mkdir()
+        (run / "plots" / "accuracy.png").write_bytes(b"png-of-" + method.encode())
+        (run / "eval.json").write_text(json.dumps({"metrics": {"knn/top1@20": 0.5},
+                                                   "plots": {"accuracy": "plots/accuracy.png"}}))
+    write_report([tmp_path / "sweep"], tmp_path / "out")
+    copied = sorted((tmp_path / "out" / "plots" / "runs").glob("*accuracy.png"))
+    assert len(copied) == 2 and {p.read_bytes() for p in copied} == {b"png-of-simclr", b"png-of-byol"}

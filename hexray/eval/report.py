@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -223,6 +224,11 @@ def _curve_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, Path]]:
     return made
 
 
+def _slug(*parts: object) -> str:
+    """A file-name-safe join of `parts`: sweep trials all name their run dir `train`, so that name cannot key files."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", "_".join(str(p) for p in parts)).strip("_")
+
+
 def _run_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, list[tuple[str, Path]]]]:
     """Copy each group's first evaluated run's plots into the report (the rest are one `hexray eval` away)."""
     sections = []
@@ -234,7 +240,7 @@ def _run_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, list[tuple
         for name, rel in sorted(run.plots.items()):
             src = run.path / rel
             if src.is_file():
-                dst = out / "plots" / "runs" / f"{run.path.name}_{name}.png"
+                dst = out / "plots" / "runs" / f"{_slug(g.dataset, g.label, f's{run.seed}')}_{name}.png"
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 copied.append((name, dst))
