@@ -72,7 +72,7 @@ def test_report_copies_evaluated_run_plots(tmp_path):
                                                                                           "plots/collapse.png"}}))
     md = write_report([run], tmp_path / "out").read_text()
     name = "synthetic-hierarchy_simclr_HEX_s0_collapse.png"  # dataset, group and seed: unique per section
-    assert f"(plots/runs/{name})" in md and (tmp_path / "out/plots/runs" / name).is_file()
+    assert f"(plots/per_run/{name})" in md and (tmp_path / "out/plots/per_run" / name).is_file()
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
@@ -102,5 +102,5 @@ def test_per_run_plots_of_sweep_trials_named_alike_do_not_overwrite_each_other(t
         (run / "eval.json").write_text(json.dumps({"metrics": {"knn/top1@20": 0.5},
                                                    "plots": {"accuracy": "plots/accuracy.png"}}))
     write_report([tmp_path / "sweep"], tmp_path / "out")
-    copied = sorted((tmp_path / "out" / "plots" / "runs").glob("*accuracy.png"))
+    copied = sorted((tmp_path / "out" / "plots" / "per_run").glob("*accuracy.png"))
     assert len(copied) == 2 and {p.read_bytes() for p in copied} == {b"png-of-simclr", b"png-of-byol"}

@@ -240,7 +240,7 @@ def _run_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, list[tuple
         for name, rel in sorted(run.plots.items()):
             src = run.path / rel
             if src.is_file():
-                dst = out / "plots" / "runs" / f"{_slug(g.dataset, g.label, f's{run.seed}')}_{name}.png"
+                dst = out / "plots" / "per_run" / f"{_slug(g.dataset, g.label, f's{run.seed}')}_{name}.png"
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 copied.append((name, dst))
