@@ -155,12 +155,9 @@ def eval_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, image_s
     return {"image": ((x - m) / s).numpy(), **out}
 
 
-def _row_bytes(channels: int, image_size: int, views: int) -> int:
-    return views * channels * image_size * image_size * 4
-
-
 def _rows_per_batch(channels: int, image_size: int, views: int) -> int:
-    return int(max(8, min(256, _BLOCK_BYTES // _row_bytes(channels, image_size, views))))
+    per_row = views * channels * image_size * image_size * 4
+    return int(max(8, min(256, _BLOCK_BYTES // per_row)))
 
 
 def _read(manifest: Manifest, split: str, *, shuffle_seed: int | None, read_cpus: float):
