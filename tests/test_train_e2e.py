@@ -46,6 +46,8 @@ def test_cli_train_two_workers_then_export(ray_session, tmp_path, capsys):
     assert [int(r["epoch"]) for r in ends] == [1, 2]
     for key in ("loss", "lr", "images_per_s", "hex/epsilon", "knn/top1", "probe/online_top1", "data/corrupt"):
         assert ends[-1][key] != "", key
+    assert 0 <= float(ends[-1]["time/data_wait_frac"]) <= 1  # input stalls, as a share of the epoch's step time
+    assert 0 < float(ends[-1]["time/first_batch_s"]) <= float(ends[-1]["time/epoch_s"])
     assert any(r["epoch_end"] == "0" for r in rows)  # every-N-steps reports too
     assert (run / "checkpoint_epoch0002" / "state.pt").is_file()
     assert (run / "config.yaml").is_file()

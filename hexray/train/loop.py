@@ -132,9 +132,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for i, batch in enumerate(batches):
             if i >= steps_per_epoch:
                 break
-            wait_time += time.perf_counter() - t0
+            waited = time.perf_counter() - t0
+            wait_time += waited
             if i == 0:
-                first_batch = time.perf_counter() - t0
+                first_batch = waited
             v1, v2 = batch["view1"], batch["view2"]
             if fast.channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
