@@ -222,6 +222,16 @@ def test_describe_type_wording():
     assert describe_type(dict[str, float]) == "mapping of string to number"
 
 
-def test_unwired_gpu_augment_is_refused_not_ignored():
-    with pytest.raises(ConfigError, match=r"fast\.gpu_augment"):
-        load_config(None, ["fast.gpu_augment=true"])
+def test_augment_in_choices_and_the_older_gpu_augment_spelling():
+    from hexray.train.launch import augment_in_trainer
+
+    assert augment_in_trainer(load_config(None)), "the default makes views on the training worker"
+    assert not augment_in_trainer(load_config(None, ["data.augment_in=pipeline"]))
+    assert augment_in_trainer(load_config(None, ["data.augment_in=pipeline", "fast.gpu_augment=false"])) is False
+    assert augment_in_trainer(load_config(None, ["data.augment_in=trainer", "fast.gpu_augment=true"]))
+    with pytest.raises(ConfigError, match=r"fast\.gpu_augment.*data\.augment_in"):
+        load_config(None, ["data.augment_in=pipeline", "fast.gpu_augment=true"])
+    with pytest.raises(ConfigError, match=r"data\.augment_in.*'auto', 'pipeline', 'trainer'"):
+        load_config(None, ["data.augment_in=gpu"])
+    with pytest.raises(ConfigError, match=r"data\.decode_size"):
+        load_config(None, ["data.decode_size=0"])

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from hexray.data.manifest import filesystem, load_manifest, sha256_file
-from hexray.data.pipeline import corrupt_count, eval_dataset, train_dataset
+from hexray.data.pipeline import corrupt_count, decoded_dataset, eval_dataset, train_dataset
 from hexray.data.sources import synthetic_source
 from hexray.data.synthetic import SyntheticSpec
 from hexray.data.writer import write_shards
@@ -54,6 +54,23 @@ def test_eval_view_round_trips_pixels_labels_and_superclasses(ray_session, shard
             original = np.asarray(Image.open(io.BytesIO(r["image"]))).transpose(2, 0, 1)
             np.testing.assert_allclose(image * std + mean, original / 255.0, atol=1e-5)
             assert label == r["label"] and superclass == label // 2
+
+
+@pytest.mark.timeout(240)
+def test_decode_only_rows_hold_the_original_uint8_pixels_in_shuffled_order(ray_session, shards):
+    """data.augment_in: trainer — Ray Data only decodes; every sample arrives once with its exact pixels."""
+    manifest = load_manifest(shards)
+    ds = decoded_dataset(shards, image_size=8, seed=0)
+    rows = by_id(ds, "image")
+    assert len(rows) == manifest.splits["train"].count
+    labels = by_id(ds, "label")
+    for path in manifest.shard_paths("train"):
+        for r in pq.read_table(path).to_pylist():
+            original = np.asarray(Image.open(io.BytesIO(r["image"]))).transpose(2, 0, 1)
+            assert rows[r["id"]].dtype == np.uint8 and np.array_equal(rows[r["id"]], original)
+            assert labels[r["id"]] == r["label"]
+    orders = [[int(i) for b in ds.iter_batches(batch_size=None) for i in b["id"]] for _ in range(2)]
+    assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1], "shard order reshuffled per epoch"
 
 
 def _run_epochs(ds, epochs: int) -> list[list[list[int]]]:
@@ -112,6 +129,8 @@ def test_grey_images_stay_one_channel(ray_session, tmp_path):
     write_shards(idx_source(tmp_path / "idx"), tmp_path / "out", min_shards=2, workers=1, progress=False)
     batch = next(iter(train_dataset(str(tmp_path / "out"), image_size=8, seed=0).iter_batches(batch_size=None)))
     assert batch["view1"].shape[1:] == (1, 8, 8) and batch["view2"].shape[1:] == (1, 8, 8)
+    decoded = next(iter(decoded_dataset(str(tmp_path / "out"), image_size=8, seed=0).iter_batches(batch_size=None)))
+    assert decoded["image"].shape[1:] == (1, 10, 10) and decoded["image"].dtype == np.uint8
 
 
 def _replace_shard(root: Path, index: int, table: pa.Table) -> None:
@@ -140,6 +159,8 @@ def test_corrupt_and_truncated_images_are_dropped_and_counted(ray_session, tmp_p
     ids = set(by_id(ds, "view1"))
     assert len(ids) == total - 2 and not ids & bad
     assert corrupt_count("corrupt-test") == 2
+    assert len(by_id(decoded_dataset(str(root), image_size=8, seed=0, key="corrupt-decoded"), "image")) == total - 2
+    assert corrupt_count("corrupt-decoded") == 2
     assert len(by_id(eval_dataset(str(root), split="train", image_size=8, key="corrupt-eval"), "image")) == total - 2
     assert corrupt_count("corrupt-eval") == 2 and corrupt_count("never-used") == 0
 

@@ -64,8 +64,11 @@ def test_nan_loss_stops_naming_step_and_term(ray_session, tmp_path, monkeypatch)
     from hexray.config import load_config
     from hexray.train.launch import run_training
 
+    # data.augment_in=pipeline: this run also covers views made by Ray Data's tasks (the e2e run makes them on
+    # the training workers, the default)
     sets = synthetic_overrides(tmp_path, "nan", **{"run.epochs": 1, "probe.knn_every_epochs": 0,
-                                                   "checkpoint.metric": "loss", "checkpoint.mode": "min"})
+                                                   "checkpoint.metric": "loss", "checkpoint.mode": "min",
+                                                   "data.augment_in": "pipeline"})
     monkeypatch.setenv("HEXRAY_TEST_NAN_AT_STEP", "2")
     with pytest.raises(ValueError, match=r"step 2 .*term 'loss/"):
         run_training(load_config(None, sets), final_eval=False)

@@ -74,6 +74,9 @@ class TrainConfig:
             problems.append(f"checkpoint.metric {metric!r} needs the kNN monitor: set probe.knn_every_epochs >= 1")
         if metric.startswith("probe/") and not self.probe.online:
             problems.append(f"checkpoint.metric {metric!r} needs the online probe: set probe.online: true")
+        if self.fast.gpu_augment and self.data.augment_in == "pipeline":
+            problems.append("fast.gpu_augment: true asks for augmentation on the training device, but "
+                            "data.augment_in is 'pipeline'; set one of them (data.augment_in: trainer is the same)")
         if self.method.name not in METHODS:
             close = difflib.get_close_matches(self.method.name, list(METHODS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -38,6 +38,10 @@ class DataConfig:
     user's files for imagenet/folder; `options` go to `prepare_dataset` (e.g. synthetic-hierarchy's sizes).
     batch_size is the GLOBAL batch over all workers (each worker gets batch_size / scaling.num_workers), because
     contrastive losses gather negatives over the whole global batch.
+    augment_in: where the two views are made. `pipeline`: Ray Data's CPU map tasks decode and augment, the
+    trainer receives float views. `trainer`: Ray Data only decodes (uint8 rows on a square canvas of side
+    `decode_size`; default: the dataset's own size when uniform, else image_size × 8/7) and each training worker
+    augments its batch on its own device. `auto`: trainer (see `hexray.train.launch.augment_in_trainer`).
     """
 
     dataset: str = "fashion-mnist"
@@ -52,6 +56,8 @@ class DataConfig:
     limit_train: int | None = None
     limit_eval: int | None = None
     shuffle_buffer: int = 4096
+    augment_in: Literal["auto", "pipeline", "trainer"] = "auto"
+    decode_size: int | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.dataset), "data.dataset must name a dataset, got ''")
@@ -59,7 +65,7 @@ class DataConfig:
             self.dataset not in PATH_DATASETS or bool(self.path),
             f"data.path is required for data.dataset={self.dataset!r} (the directory holding its images)",
         )
-        _positive("data", self, "image_size", "batch_size", "limit_train", "limit_eval")
+        _positive("data", self, "image_size", "batch_size", "limit_train", "limit_eval", "decode_size")
         _non_negative("data", self, "shuffle_buffer")
         _require(bool(self.train_split) and bool(self.eval_split), "data.train_split and data.eval_split must be set")
 
@@ -159,9 +165,8 @@ class FastPathSection:
 
     amp: bf16 autocast; channels_last: NHWC memory format for convolutions; compile: torch.compile (off by
     default: compiling costs more than it saves in short runs); fused_optimizer: fused/foreach optimizer kernels;
-    gpu_augment: reserved for decoding on Ray Data's CPUs and augmenting batched on the GPU
-    (`hexray.data.gpu_augment` holds the batched augmentations); the train loop does not wire it yet, so `true` is
-    refused rather than silently ignored.
+    gpu_augment: the older spelling of `data.augment_in: trainer` (true = decode on Ray Data's CPUs, augment
+    batched on the training device); kept so configs written with it still load.
     """
 
     amp: Literal["auto", "bf16", "off"] = "auto"
@@ -169,10 +174,6 @@ class FastPathSection:
     compile: Literal["auto", "on", "off"] = "off"
     fused_optimizer: bool = True
     gpu_augment: bool = False
-
-    def __post_init__(self) -> None:
-        _require(not self.gpu_augment, "fast.gpu_augment: augmenting on the training device is not wired into the "
-                 "train loop yet; leave it false (views are augmented by Ray Data's CPU tasks)")
 
 
 @dataclass

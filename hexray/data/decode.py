@@ -47,3 +47,11 @@ def resize_center_crop(image: torch.Tensor, size: int, crop_fraction: float) -> 
     h, w = image.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return image[:, top : top + size, left : left + size].float()
+
+
+def fit_canvas(image: torch.Tensor, canvas: int) -> torch.Tensor:
+    """uint8 C×canvas×canvas: the image itself when it already is that, else its short side resized to `canvas`
+    (antialiased) and the centre square cut out, so every row of a decode-only batch has one shape."""
+    if tuple(image.shape[-2:]) == (canvas, canvas):
+        return image
+    return resize_center_crop(image, canvas, 1.0).round_().clamp_(0, 255).to(torch.uint8)

@@ -8,8 +8,10 @@
   `data.shuffle_buffer`); it costs memory on the training worker, not in the object store.
 - Decode + augment run batch-wise in `map_batches` tasks on CPU with a small fractional CPU request, so training
   workers holding 0.25–0.5 CPU on a 2-core machine can always be scheduled beside them. Each batch: decode every
-  image (corrupt ones dropped and counted), stack, then `gpu_augment.augment_view` twice on the whole batch
-  (the recipes of `gpu_augment.two_views`, normalised with the manifest's mean/std; grey data stays one channel).
+  image (corrupt ones dropped and counted), stack, then `views.ViewMaker` (two `gpu_augment.augment_view` calls
+  on the whole batch, the recipes of design/HEX.md, normalised with the manifest's mean/std; grey stays 1 channel).
+- Or decode only (`decoded_dataset`, for `data.augment_in: trainer`): rows carry the uint8 image on a fixed square
+  canvas (`decode_canvas`) and the training worker makes the views on its own device with the same `ViewMaker`.
 - Determinism: each batch's generator is seeded from (seed, epoch, the batch's ids), so a given seed reproduces
   the same views for the same batch composition (fixed by the shard layout when shards hold ≥ batch_size rows).
 - Memory: Ray Data streams with backpressure; batch rows are capped so one output block stays ~32 MB.
@@ -18,8 +20,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import struct
 from typing import Any
 
 import numpy as np
@@ -97,14 +97,6 @@ def _epoch() -> int:
     return int(getattr(ray.data.DataContext.get_current(), "_execution_idx", 0))
 
 
-def batch_generator(seed: int, epoch: int, ids: np.ndarray):
-    import torch
-
-    digest = hashlib.blake2b(struct.pack("<qq", seed, epoch) + np.ascontiguousarray(ids).tobytes(),
-                             digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
-
-
 def _kept(batch: dict[str, np.ndarray], ok: np.ndarray, key: str) -> dict[str, np.ndarray]:
     dropped = int((~ok).sum())
     if dropped:
@@ -118,7 +110,8 @@ def two_view_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, rec
     import torch
 
     from hexray.data.decode import decode_batch
-    from hexray.data.gpu_augment import RECIPES, augment_view, pad_to_batch
+    from hexray.data.gpu_augment import pad_to_batch
+    from hexray.data.views import ViewMaker
 
     images, ok = decode_batch(batch["image"], channels)
     out = _kept(batch, ok, key)
@@ -126,16 +119,25 @@ def two_view_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, rec
         empty = np.zeros((0, channels, image_size, image_size), dtype=np.float32)
         return {"view1": empty, "view2": empty.copy(), **out}
     if all(im.shape == images[0].shape for im in images):
-        x = torch.stack(images)
-        sizes = torch.tensor([list(x.shape[-2:])], dtype=torch.float32).expand(len(images), 2)
+        x, sizes = torch.stack(images), None
     else:
         x, sizes = pad_to_batch(images)
-    gen = batch_generator(seed, _epoch(), out["id"])
-    first, second = RECIPES[recipe]
-    views = [augment_view(x, sizes, r, output_size=image_size, mean=tuple(mean), std=tuple(std), generator=gen)
-             for r in (first, second)]
-    views = [v.numpy() for v in views]
-    return {"view1": views[0], "view2": views[1], **out}
+    maker = ViewMaker(recipe, image_size, seed, tuple(mean), tuple(std))
+    view1, view2 = maker(x, out["id"], _epoch(), sizes)
+    return {"view1": view1.numpy(), "view2": view2.numpy(), **out}
+
+
+def decoded_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, canvas: int) -> dict[str, np.ndarray]:
+    """map_batches UDF: encoded rows → `image` (uint8 N×C×canvas×canvas), `label`, `superclass`, `id`."""
+    import torch
+
+    from hexray.data.decode import decode_batch, fit_canvas
+
+    images, ok = decode_batch(batch["image"], channels)
+    out = _kept(batch, ok, key)
+    if not images:
+        return {"image": np.zeros((0, channels, canvas, canvas), dtype=np.uint8), **out}
+    return {"image": torch.stack([fit_canvas(im, canvas) for im in images]).numpy(), **out}
 
 
 def eval_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, image_size: int, crop_fraction: float,
@@ -155,9 +157,24 @@ def eval_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, image_s
     return {"image": ((x - m) / s).numpy(), **out}
 
 
-def _rows_per_batch(channels: int, image_size: int, views: int) -> int:
-    per_row = views * channels * image_size * image_size * 4
-    return int(max(8, min(256, _BLOCK_BYTES // per_row)))
+def _rows_per_batch(channels: int, image_size: int, views: int, bytes_per_value: int = 4,
+                    most: int = 256) -> int:
+    per_row = views * channels * image_size * image_size * bytes_per_value
+    return int(max(8, min(most, _BLOCK_BYTES // per_row)))
+
+
+def decode_canvas(manifest: Manifest, image_size: int, decode_size: int | None = None) -> int:
+    """Side of the square uint8 canvas decoded images are stored on when the trainer augments.
+
+    `decode_size` when given; else the dataset's own size when all its images share one (Fashion-MNIST, CIFAR,
+    synthetic: decoding is then exact); else image_size × 8/7 (256 for 224, the usual resize-then-crop ratio):
+    random resized crops are then taken from the centre square of each image, resized so its short side is that.
+    """
+    if decode_size:
+        return int(decode_size)
+    if manifest.image_size:
+        return int(manifest.image_size)
+    return max(image_size, round(image_size * 8 / 7))
 
 
 def _read(manifest: Manifest, split: str, *, shuffle_seed: int | None, read_cpus: float):
@@ -208,6 +225,23 @@ def train_dataset(root: str | Manifest, *, split: str = "train", recipe: str = "
     rows = batch_rows or _rows_per_batch(manifest.channels, image_size, views=2)
     return ds.map_batches(two_view_batch, fn_kwargs=kwargs, batch_size=rows, batch_format="numpy",
                           num_cpus=num_cpus)
+
+
+def decoded_dataset(root: str | Manifest, *, split: str = "train", image_size: int, seed: int,
+                    limit: int | None = None, num_cpus: float = 0.5, decode_size: int | None = None,
+                    verify: str = "rows", key: str | None = None) -> Any:
+    """Decode-only training dataset (`data.augment_in: trainer`): shuffled like `train_dataset`, rows hold the uint8
+    `image` on a `decode_canvas` square; make the views on the worker with `views.ViewMaker`."""
+    manifest = _open(root, split, verify)
+    key = key or data_key(manifest.root, split)
+    _counters_actor()
+    ds = _read(manifest, split, shuffle_seed=seed, read_cpus=num_cpus)
+    if limit is not None:
+        ds = ds.limit(limit)
+    canvas = decode_canvas(manifest, image_size, decode_size)
+    rows = _rows_per_batch(manifest.channels, canvas, views=1, bytes_per_value=1, most=1024)
+    return ds.map_batches(decoded_batch, fn_kwargs=dict(key=key, channels=manifest.channels, canvas=canvas),
+                          batch_size=rows, batch_format="numpy", num_cpus=num_cpus)
 
 
 def eval_dataset(root: str | Manifest, *, split: str, image_size: int, limit: int | None = None,

@@ -69,6 +69,15 @@ def torch_threads(cpus_per_worker: float, num_workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // num_workers)
 
 
+def augment_in_trainer(cfg: TrainConfig) -> bool:
+    """Whether the training worker (not Ray Data) makes the two views. `auto` says yes: on a GPU the batched
+    kernels beat a pool of CPU tasks, and on a small CPU machine Ray Data's augment tasks compete with the
+    trainer's threads for the same cores (benchmarks/train_throughput.py measures both)."""
+    if cfg.fast.gpu_augment:
+        return True
+    return cfg.data.augment_in != "pipeline"
+
+
 def default_run_name(cfg: TrainConfig) -> str:
     return f"{cfg.method.name}-{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -105,7 +114,7 @@ def _check_monitor_metric(cfg: TrainConfig) -> None:
 def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
                   callbacks: list | None = None) -> TorchTrainer:
     """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes."""
-    from hexray.data.pipeline import data_key, train_dataset
+    from hexray.data.pipeline import data_key, decoded_dataset, train_dataset
 
     _check_monitor_metric(cfg)
     cfg, run_dir = resolve_run(cfg, run_name, storage_path)
@@ -119,8 +128,16 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     # This process may be a Tune trial, not the driver `ensure_ray` ran in: the dataset copies this context (and
     # runs in Train's split coordinator with it), so without this its progress bars reach `hexray sweep`'s console.
     ray.data.DataContext.get_current().enable_progress_bars = _verbose()
-    datasets = {"train": train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
-                                       seed=cfg.run.seed, limit=d.limit_train)}
+    views = None
+    if augment_in_trainer(cfg):
+        train = decoded_dataset(root, split=d.train_split, image_size=d.image_size, seed=cfg.run.seed,
+                                limit=d.limit_train, decode_size=d.decode_size)
+        views = {"recipe": d.recipe, "image_size": d.image_size, "seed": cfg.run.seed,
+                 "mean": list(manifest.mean), "std": list(manifest.std)}
+    else:
+        train = train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
+                              seed=cfg.run.seed, limit=d.limit_train)
+    datasets = {"train": train}
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker or auto_cpus_per_worker(s.num_workers), **s.resources_per_worker}
     if s.use_gpu:
@@ -134,7 +151,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
         save_config(cfg, Path(run_dir) / "config.yaml")
     loop_config = {"cfg": config_to_dict(cfg), "root": root, "num_classes": manifest.num_classes,
                    "class_to_superclass": manifest.class_to_superclass, "train_count": train_count,
-                   "test_hooks": hooks, "corrupt_key": data_key(root, d.train_split),
+                   "test_hooks": hooks, "corrupt_key": data_key(root, d.train_split), "views": views,
                    "torch_threads": torch_threads(resources["CPU"], s.num_workers)}
     score = cfg.checkpoint.metric
     return TorchTrainer(

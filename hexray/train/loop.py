@@ -21,6 +21,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from hexray.data.views import ViewMaker
 from hexray.train.checkpoint import checkpoint_dir_name, load_state, save_state
 from hexray.train.components import (
     TrainModule,
@@ -62,8 +63,8 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Train one worker's share. `config`: {"cfg": config dict, "root" (shard root), "num_classes",
-    "class_to_superclass",
-    "train_count", "test_hooks": {...}} (built by `hexray.train.launch`)."""
+    "class_to_superclass", "train_count", "views" (ViewMaker fields when this worker augments, else None: the
+    batches already hold `view1`/`view2`), "test_hooks": {...}} (built by `hexray.train.launch`)."""
     from hexray.config import config_from_dict
     from hexray.methods.registry import build_method
 
@@ -117,6 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         queries = _eval_tensors(config["root"], d.eval_split, d.image_size, p.knn_eval_limit, cfg.run.seed + 1, c2s)
         monitor = KnnMonitor(bank, queries, num_classes=num_classes, class_to_superclass=c2s, k=p.knn_k,
                              temperature=p.knn_temperature)
+    views = _view_maker(config.get("views"))
     shard = ray.train.get_dataset_shard("train")
     placement = _placement(rank)
     last_monitor: dict[str, float] = {}
@@ -136,7 +138,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             wait_time += waited
             if i == 0:
                 first_batch = waited
-            v1, v2 = batch["view1"], batch["view2"]
+            v1, v2 = views(batch["image"], batch["id"], epoch) if views else (batch["view1"], batch["view2"])
             if fast.channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -189,6 +191,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
         _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
+
+
+def _view_maker(fields: dict[str, Any] | None) -> ViewMaker | None:
+    if not fields:
+        return None
+    return ViewMaker(fields["recipe"], int(fields["image_size"]), int(fields["seed"]), tuple(fields["mean"]),
+                     tuple(fields["std"]))
 
 
 def _reapply_lrs(optimizer: Any, scheduler: Any, base_lrs: list[float]) -> None:

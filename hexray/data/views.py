@@ -1,0 +1,54 @@
+"""Two augmented views of a decoded uint8 batch, seeded by (seed, epoch, the batch's sample ids).
+
+One function serves both places views can be made (`data.augment_in`): inside Ray Data's map tasks, or on the
+training worker after the batch arrives (there it runs on the training device: batched kernels on a GPU, and on
+a small CPU machine it avoids Ray Data tasks competing with the trainer's threads for the same cores).
+Pure torch; never imports Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hexray.data.gpu_augment import RECIPES, augment_view
+
+
+def batch_generator(seed: int, epoch: int, ids: np.ndarray, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from (seed, epoch, ids): the same batch in the same epoch gets the same views."""
+    digest = hashlib.blake2b(struct.pack("<qq", seed, epoch) + np.ascontiguousarray(ids, dtype=np.int64).tobytes(),
+                             digest_size=8).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+@dataclass(frozen=True)
+class ViewMaker:
+    """Recipe, output size and normalisation of the two views; call it on (uint8 batch, ids, epoch)."""
+
+    recipe: str
+    image_size: int
+    seed: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+
+    def __call__(self, images: torch.Tensor, ids: torch.Tensor | np.ndarray, epoch: int,
+                 sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """images: uint8 N×C×H×W (zero-padded when `sizes`, N×2 (h, w), says the images are smaller)."""
+        if images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 (decoded, not normalised), got {images.dtype}")
+        if sizes is None:
+            sizes = torch.tensor([list(images.shape[-2:])], dtype=torch.float32,
+                                 device=images.device).expand(images.shape[0], 2)
+        ids = ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+        generator = batch_generator(self.seed, epoch, ids, device=images.device)
+        first, second = RECIPES[self.recipe]
+        return tuple(augment_view(images, sizes, r, output_size=self.image_size, mean=self.mean, std=self.std,
+                                  generator=generator) for r in (first, second))
