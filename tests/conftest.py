@@ -17,7 +17,9 @@ def ray_session():
     """A local Ray with more logical than physical CPUs: Ray Data's listing task needs one whole free CPU."""
     import ray
 
+    from hexray.train.launch import start_local_ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=4, log_to_driver=False)
+        start_local_ray(4, log_to_driver=False)
     yield ray
     ray.shutdown()

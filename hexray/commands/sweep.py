@@ -73,7 +73,9 @@ def _ensure_ray(num_cpus: float | None) -> None:
 
     if ray.is_initialized():
         return
+    from hexray.train.launch import start_local_ray
+
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1))
+        start_local_ray(num_cpus or max(4, os.cpu_count() or 1))
