@@ -163,7 +163,7 @@ def throughput(args: argparse.Namespace) -> None:
 def memory(args: argparse.Namespace) -> None:
     import ray
 
-    from hexray.data.pipeline import train_dataset
+    from hexray.data.pipeline import decoded_dataset, train_dataset
     from hexray.data.sources import folder_source
     from hexray.data.writer import write_shards
 
@@ -173,31 +173,45 @@ def memory(args: argparse.Namespace) -> None:
         make_folder(probe, 16, 224, "jpg", noise=True)  # size one encoded image first: JPEG of noise at q90
         per_image = statistics.mean(f.stat().st_size for f in probe.rglob("*.jpg"))
         n = int(args.memory_mb * 2**20 / per_image) + 1
+        t0 = time.perf_counter()
         make_folder(Path(tmp) / "img", n, 224, "jpg", noise=True)
         manifest = write_shards(folder_source(Path(tmp) / "img"), Path(tmp) / "shards", shard_mb=32,
                                 progress=False)
+        print(f"memory pass: wrote {n} images of ~{per_image / 1024:.0f} KB and their shards in "
+              f"{time.perf_counter() - t0:.0f} s; streaming them now", flush=True)
         data_bytes = sum(s.bytes for s in manifest.splits["train"].shards)
         ray.init(num_cpus=args.cores, object_store_memory=store, log_to_driver=False)
-        ds = train_dataset(str(Path(tmp) / "shards"), image_size=224, seed=0, num_cpus=1.0)
+        shards = str(Path(tmp) / "shards")
+        if args.memory_views == "trainer":  # what training streams by default (data.augment_in: trainer)
+            ds, row_bytes = decoded_dataset(shards, image_size=224, seed=0, num_cpus=1.0), 3 * 256 * 256
+        else:
+            ds, row_bytes = train_dataset(shards, image_size=224, seed=0, num_cpus=1.0), 2 * 3 * 224 * 224 * 4
         base, peak, stop = tree_memory(), [0, 0], threading.Event()
+        progress = [0]
+        quarter_peaks = [0, 0, 0, 0]  # peak USS while the pass was in its 1st, 2nd, 3rd, 4th quarter of images
 
         def sample() -> None:
             while not stop.is_set():
                 rss, uss = tree_memory()
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], uss)
+                q = min(3, 4 * progress[0] // max(n, 1))
+                quarter_peaks[q] = max(quarter_peaks[q], uss)
                 time.sleep(0.5)
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
         t0 = time.perf_counter()
-        seen = sum(len(b["id"]) for b in ds.iter_torch_batches(batch_size=64))
+        for b in ds.iter_torch_batches(batch_size=64):
+            progress[0] += len(b["id"])
+        seen = progress[0]
         seconds = time.perf_counter() - t0
         stop.set()
         thread.join()
         ray.shutdown()
-    produced = seen * 2 * 3 * 224 * 224 * 4
-    print(f"\nstreamed pass: {seen} images, shards {data_bytes / 2**20:.0f} MB "
-          f"({data_bytes / store:.1f}x the {args.object_store_mb} MB object store), two-view output "
+    produced = seen * row_bytes
+    what = "uint8 256-px decoded" if args.memory_views == "trainer" else "float32 two-view 224-px"
+    print(f"\nstreamed pass ({args.memory_views} views): {seen} images, shards {data_bytes / 2**20:.0f} MB "
+          f"({data_bytes / store:.1f}x the {args.object_store_mb} MB object store), {what} output "
           f"{produced / 2**30:.1f} GB, {seconds:.0f} s")
     mb = 2**20
     print(f"process-tree RSS: {base[0] / mb:.0f} MB before, peak {peak[0] / mb:.0f} MB during "
@@ -205,6 +219,8 @@ def memory(args: argparse.Namespace) -> None:
     print(f"process-tree USS (private pages): {base[1] / mb:.0f} MB before, peak {peak[1] / mb:.0f} MB during "
           f"(+{(peak[1] - base[1]) / mb:.0f} MB), plus an object store capped at {args.object_store_mb} MB; "
           f"the dataset is {data_bytes / mb:.0f} MB")
+    print("peak USS per quarter of the pass (flat = bounded; growth would mean the stream accumulates): "
+          + ", ".join(f"{q / mb:.0f}" for q in quarter_peaks) + " MB")
 
 
 def main() -> None:
@@ -215,6 +231,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-mb", type=float, default=500.0, help="size of the streamed dataset")
     parser.add_argument("--object-store-mb", type=int, default=100)
+    parser.add_argument("--memory-views", choices=["trainer", "pipeline"], default="trainer",
+                        help="stream decode-only rows (data.augment_in: trainer, the default) or two-view rows")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
@@ -226,7 +244,8 @@ def main() -> None:
         throughput(args)
     if not args.skip_memory:  # a fresh process: a new Ray with a small object store, a clean RSS baseline
         subprocess.run([sys.executable, __file__, "--memory-only", "--cores", str(args.cores), "--memory-mb",
-                        str(args.memory_mb), "--object-store-mb", str(args.object_store_mb)], check=True)
+                        str(args.memory_mb), "--object-store-mb", str(args.object_store_mb), "--memory-views",
+                        args.memory_views], check=True)
 
 
 if __name__ == "__main__":
