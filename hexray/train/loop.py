@@ -8,9 +8,11 @@ restores the latest checkpoint if Ray hands one over, and trains epoch by epoch,
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -119,7 +121,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         monitor = KnnMonitor(bank, queries, num_classes=num_classes, class_to_superclass=c2s, k=p.knn_k,
                              temperature=p.knn_temperature)
     views = _view_maker(config.get("views"))
-    shard = ray.train.get_dataset_shard("train")
+    stream = _EpochStream(ray.train.get_dataset_shard("train"), batch_size=per_worker_batch, device=device,
+                          shuffle_buffer=cfg.data.shuffle_buffer)
     placement = _placement(rank)
     last_monitor: dict[str, float] = {}
 
@@ -128,8 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         sums: dict[str, Any] = {}
         count, images, epoch_start = 0, 0, time.perf_counter()
         train_time, wait_time, first_batch = 0.0, 0.0, 0.0
-        batches = shard.iter_torch_batches(batch_size=per_worker_batch, drop_last=True, prefetch_batches=2,
-                                           local_shuffle_buffer_size=cfg.data.shuffle_buffer or None)
+        batches = stream.next_epoch()
         t0 = time.perf_counter()
         for i, batch in enumerate(batches):
             if i >= steps_per_epoch:
@@ -177,6 +179,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 restored = {}
             t0 = time.perf_counter()
 
+        if epoch + 1 < cfg.run.epochs:
+            stream.start_next()  # the next epoch's first batches load while the monitor, report and checkpoint run
         epoch_no = epoch + 1
         metrics = {**_means(sums, count), **restored, "epoch": epoch_no, "step": step, "epoch_end": 1,
                    "lr": optimizer.param_groups[0]["lr"], "images_per_s": images / max(train_time, 1e-9),
@@ -191,6 +195,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
         _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
+
+
+class _EpochStream:
+    """One epoch's batches per `next_epoch()`. `start_next()` starts the following epoch's Ray Data execution on a
+    background thread and waits there for its first batch: filling the local shuffle buffer and scheduling the
+    first decode tasks took ~2 s per epoch on 2 cores, trainer time that the end-of-epoch work can hide."""
+
+    def __init__(self, shard: Any, *, batch_size: int, device: torch.device, shuffle_buffer: int) -> None:
+        self._open = lambda: iter(shard.iter_torch_batches(
+            batch_size=batch_size, drop_last=True, prefetch_batches=2, device=device,
+            local_shuffle_buffer_size=shuffle_buffer or None))
+        self._thread: threading.Thread | None = None
+        self._ready: dict[str, Any] = {}
+
+    def start_next(self) -> None:
+        def load() -> None:
+            try:
+                batches = self._open()
+                self._ready.update(batches=batches, first=next(batches, None))
+            except BaseException as err:  # noqa: BLE001 - re-raised on the training thread by next_epoch()
+                self._ready["error"] = err
+
+        self._ready = {}
+        self._thread = threading.Thread(target=load, name="hexray-next-epoch", daemon=True)
+        self._thread.start()
+
+    def next_epoch(self) -> Any:
+        if self._thread is None:
+            return self._open()
+        self._thread.join()
+        self._thread, ready = None, self._ready
+        if "error" in ready:
+            raise ready["error"]
+        return itertools.chain([] if ready["first"] is None else [ready["first"]], ready["batches"])
 
 
 def _view_maker(fields: dict[str, Any] | None) -> ViewMaker | None:
