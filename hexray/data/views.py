@@ -1,8 +1,8 @@
 """Two augmented views of a decoded uint8 batch, seeded by (seed, epoch, the batch's sample ids).
 
 One function serves both places views can be made (`data.augment_in`): inside Ray Data's map tasks, or on the
-training worker after the batch arrives (there it runs on the training device: batched kernels on a GPU, and on
-a small CPU machine it avoids Ray Data tasks competing with the trainer's threads for the same cores).
+training worker after the batch arrives (there it runs on the training device: batched kernels on a GPU, and the
+stream carries one uint8 image per row instead of two float32 views).
 Pure torch; never imports Ray.
 """
 
