@@ -202,6 +202,16 @@ def _open(root: str | Manifest, split: str, verify: str) -> Manifest:
     return manifest
 
 
+def _encoded_rows(root: str | Manifest, split: str, verify: str, key: str | None, *, shuffle_seed: int | None,
+                  num_cpus: float, limit: int | None) -> tuple[Manifest, str, Any]:
+    """The checked manifest, the corrupt-count key and the (optionally limited) Dataset of encoded rows."""
+    manifest = _open(root, split, verify)
+    key = key or data_key(manifest.root, split)
+    _counters_actor()  # created by the driver, so it lives as long as the run
+    ds = _read(manifest, split, shuffle_seed=shuffle_seed, read_cpus=num_cpus)
+    return manifest, key, (ds.limit(limit) if limit is not None else ds)
+
+
 def train_dataset(root: str | Manifest, *, split: str = "train", recipe: str = "simclr", image_size: int,
                   seed: int, limit: int | None = None, num_cpus: float = 0.5, batch_rows: int | None = None,
                   verify: str = "rows", key: str | None = None) -> Any:
@@ -214,12 +224,7 @@ def train_dataset(root: str | Manifest, *, split: str = "train", recipe: str = "
 
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
-    manifest = _open(root, split, verify)
-    key = key or data_key(manifest.root, split)
-    _counters_actor()  # created by the driver, so it lives as long as the run
-    ds = _read(manifest, split, shuffle_seed=seed, read_cpus=num_cpus)
-    if limit is not None:
-        ds = ds.limit(limit)
+    manifest, key, ds = _encoded_rows(root, split, verify, key, shuffle_seed=seed, num_cpus=num_cpus, limit=limit)
     kwargs = dict(key=key, channels=manifest.channels, recipe=recipe, image_size=image_size, seed=seed,
                   mean=list(manifest.mean), std=list(manifest.std))
     rows = batch_rows or _rows_per_batch(manifest.channels, image_size, views=2)
@@ -232,12 +237,7 @@ def decoded_dataset(root: str | Manifest, *, split: str = "train", image_size: i
                     verify: str = "rows", key: str | None = None) -> Any:
     """Decode-only training dataset (`data.augment_in: trainer`): shuffled like `train_dataset`, rows hold the uint8
     `image` on a `decode_canvas` square; make the views on the worker with `views.ViewMaker`."""
-    manifest = _open(root, split, verify)
-    key = key or data_key(manifest.root, split)
-    _counters_actor()
-    ds = _read(manifest, split, shuffle_seed=seed, read_cpus=num_cpus)
-    if limit is not None:
-        ds = ds.limit(limit)
+    manifest, key, ds = _encoded_rows(root, split, verify, key, shuffle_seed=seed, num_cpus=num_cpus, limit=limit)
     canvas = decode_canvas(manifest, image_size, decode_size)
     rows = _rows_per_batch(manifest.channels, canvas, views=1, bytes_per_value=1, most=1024)
     return ds.map_batches(decoded_batch, fn_kwargs=dict(key=key, channels=manifest.channels, canvas=canvas),
@@ -248,12 +248,7 @@ def eval_dataset(root: str | Manifest, *, split: str, image_size: int, limit: in
                  num_cpus: float = 0.5, crop_fraction: float | None = None, verify: str = "rows",
                  key: str | None = None) -> Any:
     """Eval dataset: `image` resized and centre-cropped (crop fraction 0.875 from 64 px up, else 1), in file order."""
-    manifest = _open(root, split, verify)
-    key = key or data_key(manifest.root, split)
-    _counters_actor()
-    ds = _read(manifest, split, shuffle_seed=None, read_cpus=num_cpus)
-    if limit is not None:
-        ds = ds.limit(limit)
+    manifest, key, ds = _encoded_rows(root, split, verify, key, shuffle_seed=None, num_cpus=num_cpus, limit=limit)
     fraction = crop_fraction if crop_fraction is not None else (0.875 if image_size >= 64 else 1.0)
     kwargs = dict(key=key, channels=manifest.channels, image_size=image_size, crop_fraction=fraction,
                   mean=list(manifest.mean), std=list(manifest.std))
