@@ -117,8 +117,9 @@ def throughput(args: argparse.Namespace) -> None:
     from hexray.data.pipeline import train_dataset
     from hexray.data.sources import folder_source
     from hexray.data.writer import write_shards
+    from hexray.train.launch import start_local_ray
 
-    ray.init(num_cpus=args.cores, log_to_driver=False)
+    start_local_ray(args.cores, log_to_driver=False)  # as hexray train starts it (a warm pool of idle workers)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for out_size, src_size, fmt in ((32, 32, "png"), (224, 256, "jpg")):
