@@ -218,14 +218,26 @@ def two_views(
     kept: 3 for colour, 1 for grey)."""
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
-    if isinstance(images, torch.Tensor):
-        batch = images
-        sizes = torch.tensor([[images.shape[-2], images.shape[-1]]], dtype=torch.float32,
-                             device=images.device).expand(images.shape[0], 2)
-    else:
-        batch, sizes = pad_to_batch(images)
-    first, second = RECIPES[recipe]
+    batch, sizes = (images, None) if isinstance(images, torch.Tensor) else pad_to_batch(images)
     mean, std = (GREY_MEAN, GREY_STD) if batch.shape[1] == 1 else (IMAGENET_MEAN, IMAGENET_STD)
+    return recipe_views(batch, sizes, recipe, output_size=output_size, mean=mean, std=std, generator=generator)
+
+
+def recipe_views(
+    batch: torch.Tensor,
+    sizes: torch.Tensor | None,
+    recipe: str,
+    *,
+    output_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recipe's two views of a uint8 batch; `sizes` None = every image fills the batch's H×W."""
+    if sizes is None:
+        sizes = torch.tensor([list(batch.shape[-2:])], dtype=torch.float32, device=batch.device).expand(
+            batch.shape[0], 2)
+    first, second = RECIPES[recipe]
     return (
         augment_view(batch, sizes, first, output_size=output_size, mean=mean, std=std, generator=generator),
         augment_view(batch, sizes, second, output_size=output_size, mean=mean, std=std, generator=generator),

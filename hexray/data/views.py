@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hexray.data.gpu_augment import RECIPES, augment_view
+from hexray.data.gpu_augment import RECIPES, recipe_views
 
 
 def batch_generator(seed: int, epoch: int, ids: np.ndarray, device: torch.device | str = "cpu") -> torch.Generator:
@@ -44,11 +44,7 @@ class ViewMaker:
         """images: uint8 N×C×H×W (zero-padded when `sizes`, N×2 (h, w), says the images are smaller)."""
         if images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 (decoded, not normalised), got {images.dtype}")
-        if sizes is None:
-            sizes = torch.tensor([list(images.shape[-2:])], dtype=torch.float32,
-                                 device=images.device).expand(images.shape[0], 2)
         ids = ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
         generator = batch_generator(self.seed, epoch, ids, device=images.device)
-        first, second = RECIPES[self.recipe]
-        return tuple(augment_view(images, sizes, r, output_size=self.image_size, mean=self.mean, std=self.std,
-                                  generator=generator) for r in (first, second))
+        return recipe_views(images, sizes, self.recipe, output_size=self.image_size, mean=self.mean, std=self.std,
+                            generator=generator)
