@@ -12,6 +12,9 @@ from hexray.losses import HexConfig, HEXLoss, info_nce, nt_xent
 from hexray.losses.thresholds import AdaptiveQuantileThreshold, CosineThreshold, StepThreshold, build_threshold
 
 KINDS = ("adaptive", "step", "cosine", "superclass")
+# The paper's general form with a negatives-only quantile and `epoch < warmup_epochs`: options of HexConfig, tested
+# here; the reference code's semantics (the defaults) are tested in test_hex_reference.py.
+PAPER = dict(variant="decomposed", quantile_over="negatives", warmup_mode="exclusive")
 
 
 def _views(b: int, d: int = 6, seed: int = 0, dtype=torch.float64, noise: float = 0.5):
@@ -34,7 +37,8 @@ def _brute(z1, z2, cfg: HexConfig, in_h) -> torch.Tensor:
         negs = [j for j in range(n) if j not in (i, p)]
         hs = [j for j in negs if in_h(i, j)]
         gs = [j for j in negs if not in_h(i, j)]
-        den = torch.exp(logits[i, p]) + cfg.global_weight * sum((torch.exp(logits[i, j]) for j in gs), 0.0)
+        keep_pos = cfg.variant == "decomposed" and cfg.positive_in_denominator
+        den = keep_pos * torch.exp(logits[i, p]) + cfg.global_weight * sum((torch.exp(logits[i, j]) for j in gs), 0.0)
         if hs and cfg.variant == "decomposed":
             q = len(hs) * torch.softmax(cfg.beta * logits[i, hs], dim=0)
             den = den + cfg.local_weight * (q * torch.exp(logits[i, hs])).sum()
@@ -52,7 +56,7 @@ def _h_from_eps(z1, z2, eps: float):
 @pytest.mark.parametrize("b", [2, 5, 16, 33])
 def test_unit_weights_and_beta_zero_equal_nt_xent(kind, b):
     z1, z2, labels = _views(b, seed=b)
-    cfg = HexConfig(threshold=kind, local_weight=1.0, global_weight=1.0, beta=0.0, warmup_epochs=0, quantile=0.8)
+    cfg = HexConfig(**PAPER, threshold=kind, local_weight=1.0, global_weight=1.0, beta=0.0, warmup_epochs=0, quantile=0.8)
     out = HEXLoss(cfg, max_epochs=10).pairs(z1, z2, epoch=3, labels=labels)
     ref = nt_xent(z1, z2, cfg.temperature).loss
     assert abs(out.loss.item() - ref.item()) < 1e-5
@@ -67,7 +71,7 @@ def test_unit_weights_and_beta_zero_equal_nt_xent(kind, b):
 @pytest.mark.parametrize(("beta", "w_h", "w_g"), [(1.0, 2.0, 0.5), (0.5, 0.0, 1.5), (2.0, 0.3, 1.0)])
 def test_full_decomposition_matches_brute_force(beta, w_h, w_g, chunk_rows):
     z1, z2, _ = _views(9, seed=1)
-    cfg = HexConfig(beta=beta, local_weight=w_h, global_weight=w_g, warmup_epochs=0, quantile=0.7)
+    cfg = HexConfig(**PAPER, beta=beta, local_weight=w_h, global_weight=w_g, warmup_epochs=0, quantile=0.7)
     out = HEXLoss(cfg, max_epochs=10, chunk_rows=chunk_rows).pairs(z1, z2, epoch=0)
     ref = _brute(z1, z2, cfg, _h_from_eps(z1, z2, out.terms["hex/epsilon"].item()))
     assert out.loss.item() == pytest.approx(ref.item(), abs=1e-10)
@@ -76,9 +80,9 @@ def test_full_decomposition_matches_brute_force(beta, w_h, w_g, chunk_rows):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_released_variant_is_infonce_without_h(kind):
+def test_released_variant_is_dcl_without_h(kind):
     z1, z2, labels = _views(12, seed=2)
-    cfg = HexConfig(threshold=kind, variant="released", warmup_epochs=0, quantile=0.8, beta=1.0, local_weight=3.0)
+    cfg = HexConfig(threshold=kind, variant="released", warmup_epochs=0, quantile=0.8, beta=1.0, local_weight=3.0, quantile_over="negatives", warmup_mode="exclusive")
     loss = HEXLoss(cfg, max_epochs=10)
     out = loss.pairs(z1, z2, epoch=5, labels=labels)
     # independent reference: explicit mask built from the public threshold interface
@@ -90,8 +94,10 @@ def test_released_variant_is_infonce_without_h(kind):
     neg[torch.arange(n), pos] = False
     lab = torch.cat([labels, labels])
     h = build_threshold(cfg, 10)(sim.detach(), neg, 5, lab, lab).mask
-    logits = (sim / cfg.temperature).masked_fill(h | torch.eye(n, dtype=torch.bool), float("-inf"))
-    ref = (torch.logsumexp(logits, 1) - logits[torch.arange(n), pos]).mean()
+    out_of_den = h | torch.eye(n, dtype=torch.bool)
+    out_of_den[torch.arange(n), pos] = True  # released: the positive is not in the denominator either
+    logits = sim / cfg.temperature
+    ref = (torch.logsumexp(logits.masked_fill(out_of_den, float("-inf")), 1) - logits[torch.arange(n), pos]).mean()
     assert out.loss.item() == pytest.approx(ref.item(), abs=1e-10)
     assert out.terms["hex/local_denominator"].item() == 0.0
     assert h.any()
@@ -107,11 +113,11 @@ def test_h_never_holds_anchor_or_positive():
     neg[torch.arange(n), pos] = False
     lab = torch.cat([labels, labels])
     for kind in KINDS:
-        thr = build_threshold(HexConfig(threshold=kind, quantile=0.5, start=0.0), 10)
+        thr = build_threshold(HexConfig(**PAPER, threshold=kind, quantile=0.5, start=0.0), 10)
         h = thr(z @ z.T, neg, 0, lab, lab).mask
         assert not h[torch.arange(n), torch.arange(n)].any() and not h[torch.arange(n), pos].any()
     # and inside the loss: with w_h = 0 (H dropped), a positive wrongly in H would drop the positive term
-    cfg = HexConfig(local_weight=0.0, warmup_epochs=0, quantile=0.5)
+    cfg = HexConfig(**PAPER, local_weight=0.0, warmup_epochs=0, quantile=0.5)
     out = HEXLoss(cfg, 10).pairs(z1, z2, epoch=0)
     assert torch.isfinite(out.loss) and out.loss.item() >= 0.0
     assert out.terms["hex/h_size"].item() <= n - 2
@@ -126,7 +132,7 @@ def test_adaptive_epsilon_is_mean_of_row_quantiles():
         neg = ~torch.eye(n, dtype=torch.bool)
         neg[torch.arange(n), pos] = False
         ref = torch.stack([torch.quantile(sim[i][neg[i]], q, interpolation="nearest") for i in range(n)]).mean()
-        thr = AdaptiveQuantileThreshold(q)
+        thr = AdaptiveQuantileThreshold(q, over="negatives")
         res = thr(sim, neg, 0)
         assert res.epsilon.item() == pytest.approx(ref.item(), abs=1e-12)
         assert torch.equal(res.mask, neg & (sim > ref))
@@ -147,15 +153,15 @@ def test_adaptive_quantile_on_wide_rows_uses_exact_selection():
     neg = torch.ones_like(sim, dtype=torch.bool)
     neg[torch.arange(300), pos] = False
     ref = torch.stack([torch.quantile(sim[i][neg[i]], 0.99, interpolation="nearest") for i in range(300)]).mean()
-    eps, _ = AdaptiveQuantileThreshold(0.99).prepare(sim, pos, None, 0)
+    eps, _ = AdaptiveQuantileThreshold(0.99, "negatives").prepare(sim, pos, None, 0)
     assert eps.item() == pytest.approx(ref.item(), abs=1e-6)
 
 
 def test_step_and_cosine_schedules():
-    step = StepThreshold(start=0.9, step_down=0.1, epoch_step=100)
+    step = StepThreshold(start=0.9, step_down=0.1, epoch_step=100, over="negatives")
     for epoch, delta in ((0, 0.9), (99, 0.9), (100, 0.8), (250, 0.7), (499, 0.5), (1000, 0.0), (5000, 0.0)):
         assert step.delta(epoch) == pytest.approx(delta)
-    cos = CosineThreshold(start=0.9, end=0.3, max_epochs=100)
+    cos = CosineThreshold(start=0.9, end=0.3, max_epochs=100, over="negatives")
     assert cos.delta(0) == pytest.approx(0.9)
     assert cos.delta(50) == pytest.approx(0.6)
     assert cos.delta(25) == pytest.approx(0.3 + 0.6 * (1 + math.cos(math.pi / 4)) / 2)
@@ -178,7 +184,7 @@ def test_superclass_mask_is_label_equality_minus_self_and_positive():
     pos = (torch.arange(n) + 8) % n
     neg = ~torch.eye(n, dtype=torch.bool)
     neg[torch.arange(n), pos] = False
-    thr = build_threshold(HexConfig(threshold="superclass"), 10)
+    thr = build_threshold(HexConfig(**PAPER, threshold="superclass"), 10)
     mask = thr(torch.zeros(n, n), neg, 0, lab, lab).mask
     expect = (lab[:, None] == lab[None, :]) & (lab[:, None] >= 0) & neg
     assert torch.equal(mask, expect)
@@ -193,7 +199,7 @@ def test_purity_on_a_hand_built_case():
     z1 = F.normalize(base + torch.tensor([[0, 0, 0.01], [0, 0, -0.01], [0, 0, 0.02], [0, 0, -0.02]]), dim=1)
     z2 = F.normalize(base + torch.tensor([[0, 0.01, 0], [0.01, 0, 0], [0, 0, 0.03], [0, 0, -0.03]]), dim=1)
     labels = torch.tensor([0, 0, 0, 1])
-    cfg = HexConfig(threshold="step", start=0.5, step_down=0.0, warmup_epochs=0)
+    cfg = HexConfig(**PAPER, threshold="step", start=0.5, step_down=0.0, warmup_epochs=0)
     out = HEXLoss(cfg, 10).pairs(z1, z2, epoch=0, labels=labels)
     # H(i) = the 2 views of the other image in i's cluster: 16 pairs, cluster {0,1} pure, cluster {2,3} not.
     assert out.terms["hex/h_size"].item() == pytest.approx(2.0)
@@ -205,7 +211,7 @@ def test_purity_on_a_hand_built_case():
 
 def test_warmup_returns_infonce_with_the_same_term_keys():
     z1, z2, labels = _views(8, seed=6)
-    cfg = HexConfig(warmup_epochs=3, beta=2.0, local_weight=4.0)
+    cfg = HexConfig(**PAPER, warmup_epochs=3, beta=2.0, local_weight=4.0)
     loss = HEXLoss(cfg, 10)
     warm = loss.pairs(z1, z2, epoch=2, labels=labels)
     assert warm.loss.item() == pytest.approx(nt_xent(z1, z2, cfg.temperature).loss.item(), abs=1e-12)
@@ -221,7 +227,7 @@ def test_general_layout_with_queue_candidates():
     a = F.normalize(torch.randn(6, 5, generator=g, dtype=torch.float64), dim=1)
     c = F.normalize(torch.randn(20, 5, generator=g, dtype=torch.float64), dim=1)
     pos = torch.arange(6)
-    cfg = HexConfig(beta=0.0, warmup_epochs=0, quantile=0.6)
+    cfg = HexConfig(**PAPER, beta=0.0, warmup_epochs=0, quantile=0.6)
     out = HEXLoss(cfg, 10)(a, c, pos, epoch=0)
     assert out.loss.item() == pytest.approx(info_nce(a, c, pos, None, cfg.temperature).loss.item(), abs=1e-12)
     assert out.terms["hex/h_size"].item() > 0
@@ -234,7 +240,7 @@ def test_gradients_finite_for_near_identical_embeddings(dtype, variant):
     base = torch.randn(1, 32, generator=g).expand(64, 32)
     z1 = (base + 1e-4 * torch.randn(64, 32, generator=g)).requires_grad_()
     z2 = (base + 1e-4 * torch.randn(64, 32, generator=g)).requires_grad_()
-    cfg = HexConfig(warmup_epochs=0, beta=1.0, local_weight=2.0, variant=variant, temperature=0.05)
+    cfg = HexConfig(warmup_epochs=0, beta=1.0, local_weight=2.0, variant=variant, temperature=0.05, quantile_over="negatives", warmup_mode="exclusive")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         out = HEXLoss(cfg, 10).pairs(F.normalize(z1, dim=1), F.normalize(z2, dim=1), epoch=0)
     out.loss.backward()
@@ -245,7 +251,7 @@ def test_gradients_finite_for_near_identical_embeddings(dtype, variant):
 
 def test_bf16_autocast_close_to_float32():
     z1, z2, _ = _views(32, d=16, seed=9, dtype=torch.float32)
-    cfg = HexConfig(warmup_epochs=0)
+    cfg = HexConfig(**PAPER, warmup_epochs=0)
     ref = HEXLoss(cfg, 10).pairs(z1, z2, epoch=0).loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = HEXLoss(cfg, 10).pairs(z1, z2, epoch=0).loss
@@ -254,7 +260,7 @@ def test_bf16_autocast_close_to_float32():
 
 def test_bad_inputs_raise_named_value_errors():
     z1, z2, _ = _views(4)
-    loss = HEXLoss(HexConfig(warmup_epochs=0), 10)
+    loss = HEXLoss(HexConfig(**PAPER, warmup_epochs=0), 10)
     with pytest.raises(ValueError, match="z2"):
         loss.pairs(z1, z2[:3], epoch=0)
     with pytest.raises(ValueError, match="anchors must be L2-normalised"):
@@ -272,11 +278,11 @@ def test_bad_inputs_raise_named_value_errors():
     with pytest.raises(ValueError, match="hex.threshold"):
         HexConfig(threshold="nope")
     with pytest.raises(ValueError, match="hex.variant"):
-        HexConfig(variant="nope")
+        HexConfig(variant="nope", quantile_over="negatives", warmup_mode="exclusive")
     with pytest.raises(ValueError, match="max_epochs"):
-        HEXLoss(HexConfig(), 0)
+        HEXLoss(HexConfig(**PAPER), 0)
     with pytest.raises(ValueError, match="superclass"):
-        HEXLoss(HexConfig(threshold="superclass", warmup_epochs=0), 10).pairs(z1, z2, epoch=0)
+        HEXLoss(HexConfig(**PAPER, threshold="superclass", warmup_epochs=0), 10).pairs(z1, z2, epoch=0)
 
 
 # --- the sparse CPU kernel for the adaptive threshold (hexray.losses._sparse_hex) against the dense one -------
@@ -294,7 +300,7 @@ def _clustered(b: int, d: int, seed: int, dtype=torch.float64):
 @pytest.mark.parametrize(("beta", "w_h", "w_g"), [(1.0, 2.0, 0.5), (0.5, 0.0, 1.5), (0.0, 1.0, 1.0)])
 def test_sparse_kernel_matches_brute_force(beta, w_h, w_g):
     z1, z2, _ = _views(9, seed=1)
-    cfg = HexConfig(beta=beta, local_weight=w_h, global_weight=w_g, warmup_epochs=0, quantile=0.7)
+    cfg = HexConfig(**PAPER, beta=beta, local_weight=w_h, global_weight=w_g, warmup_epochs=0, quantile=0.7)
     out = HEXLoss(cfg, max_epochs=10, kernel="sparse").pairs(z1, z2, epoch=0)
     ref = _brute(z1, z2, cfg, _h_from_eps(z1, z2, out.terms["hex/epsilon"].item()))
     assert out.loss.item() == pytest.approx(ref.item(), abs=1e-10)
@@ -306,7 +312,7 @@ def test_sparse_kernel_matches_brute_force(beta, w_h, w_g):
 @pytest.mark.parametrize(("b", "chunk_rows"), [(700, None), (301, 37)])  # 602 columns: blocks padded at the end
 def test_sparse_kernel_equals_dense_kernel_on_wide_rows(b, chunk_rows, variant):
     z1, z2, labels = _clustered(b, 16, seed=b)
-    cfg = HexConfig(warmup_epochs=0, quantile=0.99, beta=2.0, local_weight=0.5, variant=variant)
+    cfg = HexConfig(warmup_epochs=0, quantile=0.99, beta=2.0, local_weight=0.5, variant=variant, quantile_over="negatives", warmup_mode="exclusive")
     res = {}
     for kernel in ("dense", "sparse"):
         out = HEXLoss(cfg, 10, kernel=kernel, chunk_rows=chunk_rows).pairs(z1, z2, epoch=0, labels=labels)
@@ -326,7 +332,7 @@ def test_sparse_kernel_queue_layout_and_epsilon_estimate_rerun(monkeypatch):
     a = F.normalize(torch.randn(200, 8, generator=g, dtype=torch.float64), dim=1).requires_grad_()
     c = F.normalize(torch.randn(1000, 8, generator=g, dtype=torch.float64), dim=1)
     pos = torch.randint(0, 1000, (200,), generator=g)
-    cfg = HexConfig(warmup_epochs=0, quantile=0.99, beta=1.0)
+    cfg = HexConfig(**PAPER, warmup_epochs=0, quantile=0.99, beta=1.0)
     dense = HEXLoss(cfg, 10, kernel="dense")(a, c, pos, epoch=0)
     ref = torch.autograd.grad(dense.loss, a)[0]
     for se in (4.0, -50.0):  # -50: ε̂ far above ε, so the scan must rerun with ε itself
@@ -346,7 +352,7 @@ def test_sparse_kernel_gradients_reach_both_factors():
     c = F.normalize(torch.randn(900, 8, generator=g, dtype=torch.float64), dim=1).requires_grad_()
     pos = torch.randint(0, 900, (150,), generator=g)
     self_idx = (pos + 1) % 900
-    cfg = HexConfig(warmup_epochs=0, quantile=0.99, beta=0.5, local_weight=2.0)
+    cfg = HexConfig(**PAPER, warmup_epochs=0, quantile=0.99, beta=0.5, local_weight=2.0)
     res = {}
     for kernel in ("dense", "sparse"):
         out = HEXLoss(cfg, 10, kernel=kernel, chunk_rows=40)(a, c, pos, self_idx, epoch=0)
@@ -357,7 +363,7 @@ def test_sparse_kernel_gradients_reach_both_factors():
 
 def test_sparse_kernel_bf16_autocast_matches_dense():
     z1, z2, _ = _clustered(300, 16, seed=12, dtype=torch.float32)
-    cfg = HexConfig(warmup_epochs=0, quantile=0.99)
+    cfg = HexConfig(**PAPER, warmup_epochs=0, quantile=0.99)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         dense = HEXLoss(cfg, 10, kernel="dense").pairs(z1, z2, epoch=0)
         sparse = HEXLoss(cfg, 10, kernel="sparse").pairs(z1, z2, epoch=0)
@@ -371,6 +377,6 @@ def test_sparse_kernel_bf16_autocast_matches_dense():
 
 def test_kernel_choice_is_validated():
     with pytest.raises(ValueError, match="kernel"):
-        HEXLoss(HexConfig(), 10, kernel="fast")
+        HEXLoss(HexConfig(**PAPER), 10, kernel="fast")
     with pytest.raises(ValueError, match="kernel='sparse'"):
-        HEXLoss(HexConfig(threshold="step"), 10, kernel="sparse")
+        HEXLoss(HexConfig(**PAPER, threshold="step"), 10, kernel="sparse")

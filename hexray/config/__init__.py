@@ -83,10 +83,10 @@ class TrainConfig:
             problems.append(f"method.name must be one of {', '.join(sorted(METHODS))}; got {self.method.name!r}{hint}")
         if problems:
             raise ConfigError(problems)
-        if self.hex.enabled and self.hex.warmup_epochs >= self.run.epochs:
+        if self.hex.enabled and self.hex.in_warmup(self.run.epochs - 1):
             warnings.warn(
-                f"hex.warmup_epochs ({self.hex.warmup_epochs}) >= run.epochs ({self.run.epochs}): HEX never switches "
-                f"on in this run (set hex.enabled: false for a plain baseline)",
+                f"hex.warmup_epochs ({self.hex.warmup_epochs}, {self.hex.warmup_mode}) covers every epoch of run.epochs "
+                f"({self.run.epochs}): HEX never switches on in this run (set hex.enabled: false for a plain baseline)",
                 stacklevel=2,
             )
 

@@ -2,9 +2,10 @@
 
 Per row i (ℓ = s/τ; p = positive; self excluded; H(i) ⊂ negatives from a mask callback, G(i) the other negatives):
 
-    L_i = log D_i − ℓ_ip,   D_i = e^{ℓ_ip} + w_g Σ_G e^{ℓ} + w_h·T_i,   T_i = |H| Σ_H e^{(1+β)ℓ} / Σ_H e^{βℓ}
+    L_i = log D_i − ℓ_ip,   D_i = [e^{ℓ_ip}] + w_g Σ_G e^{ℓ} + w_h·T_i,   T_i = |H| Σ_H e^{(1+β)ℓ} / Σ_H e^{βℓ}
 
-(`local=False` drops T_i: InfoNCE with H(i) removed, HEX's `released` variant; no mask at all: plain InfoNCE.)
+(`local=False` drops T_i: H(i) removed; `positive_in=False` drops the bracketed e^{ℓ_ip}: both together are HEX's
+`released` variant. No mask at all: plain InfoNCE, or DCL with `positive_in=False`.)
 Rows are processed in chunks that fit in cache, and the backward pass recomputes each chunk from `sim` and a few
 saved per-row statistics instead of keeping N×M temporaries alive: on CPU a handful of N×M passes through main
 memory cost more than the loss' arithmetic. All math runs in float32 (float64 inputs stay float64); there are
@@ -29,7 +30,13 @@ class Spec:
     local_weight: float = 1.0
     beta: float = 0.0
     local: bool = True  # False: H(i) leaves the denominator (released variant)
+    positive_in: bool = True  # False: e^{ℓ_ip} leaves the denominator (released variant, DCL)
     chunk_rows: int | None = None
+
+
+def needs_global(spec: Spec) -> bool:
+    """True when G(i) is all the denominator has (no positive, no weighted H term): an empty G(i) must not happen."""
+    return not spec.positive_in and (not spec.local or spec.local_weight == 0)
 
 
 def _log(w: float) -> float:
@@ -63,6 +70,9 @@ class _Chunk:
             h = h.scatter(1, self.pos, False)
             if self_idx is not None:
                 h.scatter_(1, self_idx[rows].unsqueeze(1), False)
+            if needs_global(spec):  # a row whose negatives all passed ε keeps them (else log Σ_G = −∞)
+                n_neg = s.shape[1] - 1 - (self_idx is not None)
+                h.masked_fill_(h.sum(1, keepdim=True) >= n_neg, False)
             self.h = h
 
 
@@ -84,7 +94,8 @@ class _ContrastiveRows(torch.autograd.Function):
                 rows = slice(r0, min(n, r0 + step))
                 c = _Chunk(sim, rows, pos, self_idx, spec, mask_fn)
                 if not hexed:
-                    log_d[rows] = torch.logsumexp(c.logits, dim=1)
+                    den = c.logits if spec.positive_in else c.logits.scatter(1, c.pos, float("-inf"))
+                    log_d[rows] = torch.logsumexp(den, dim=1)
                     loss[rows] = log_d[rows] - c.lp
                     continue
                 x, h, lp = c.logits, c.h, c.lp
@@ -92,7 +103,7 @@ class _ContrastiveRows(torch.autograd.Function):
                 e = (x - mx).exp_().masked_fill_(h, 0.0).scatter_(1, c.pos, 0.0)  # G(i) only
                 log_g = e.sum(1).log_() + mx.squeeze(1) + log_wg
                 hs = h.sum(1).to(dt)
-                parts = [lp, log_g]
+                parts = [lp, log_g] if spec.positive_in else [log_g]
                 if spec.local:
                     xh = x.masked_fill(~h, float("-inf"))
                     m_h = xh.amax(1, keepdim=True).nan_to_num_(neginf=0.0)  # empty H: any finite shift
@@ -107,7 +118,7 @@ class _ContrastiveRows(torch.autograd.Function):
                 loss[rows] = ld - lp
                 stats["h_size"][rows] = hs
                 stats["frac_g"][rows] = (log_g - ld).exp()
-                stats["frac_h"][rows] = (parts[2] - ld).exp() if spec.local else 0.0
+                stats["frac_h"][rows] = (parts[-1] - ld).exp() if spec.local else 0.0
                 if labels_a is not None:
                     la = labels_a[rows].unsqueeze(1)
                     known = h & (la >= 0) & (labels_c >= 0).unsqueeze(0)
@@ -155,6 +166,8 @@ class _ContrastiveRows(torch.autograd.Function):
                     else:
                         g.masked_fill_(c.h, 0.0)
                     g.scatter_(1, c.pos, (c.lp.unsqueeze(1) - ld).exp())
+                if not spec.positive_in:
+                    g.scatter_(1, c.pos, 0.0)
                 g.scatter_add_(1, c.pos, torch.full_like(c.lp.unsqueeze(1), -1.0))
                 g.mul_((grad_loss[rows] / spec.temperature).unsqueeze(1))
                 grad[rows] = g

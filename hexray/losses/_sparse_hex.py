@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hexray.losses._engine import Spec, _compute_dtype, _log
+from hexray.losses._engine import Spec, _compute_dtype, _log, needs_global
 from hexray.losses.thresholds import _nearest_desc_rank, row_quantile_nearest_layout
 
 _SAMPLE_ROWS = 128  # rows whose exact quantile gives ε̂
@@ -122,11 +122,12 @@ class _Scan:
 
 class _FusedAdaptiveHex(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, sim, anchors, candidates, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c):  # noqa: D102
+    def forward(ctx, sim, anchors, candidates, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c,  # noqa: D102
+                epsilon):
         ctx.fuse = anchors is not None
         with torch.autocast(sim.device.type, enabled=False):
             return _forward(ctx, sim.contiguous(), pos, self_idx, spec, quantile, labels_a, labels_c,
-                            (anchors, candidates) if ctx.fuse else ())
+                            (anchors, candidates) if ctx.fuse else (), epsilon)
 
     @staticmethod
     def backward(ctx, grad_loss, *_):  # noqa: D102
@@ -138,7 +139,7 @@ class _FusedAdaptiveHex(torch.autograd.Function):
         fold = bool((c > 0).all())  # then c joins the exponent and the dense part is 2 passes
         shift = ld - _log(spec.global_weight) - (c.log() if fold else 0.0)
         neg_shift = (-shift).unsqueeze(1)
-        pos_val = ((lp - ld).exp() - 1.0) * c
+        pos_val = (((lp - ld).exp() if spec.positive_in else 0.0) - 1.0) * c
         step = spec.chunk_rows or max(1, min(n, (_SCAN_ELEMS if factors else 1 << 18) // m))
         if factors:  # ∂/∂anchors and ∂/∂candidates chunk by chunk: no N×M gradient in memory
             fa, fc = (f.detach().to(dt) for f in factors)
@@ -174,16 +175,20 @@ class _FusedAdaptiveHex(torch.autograd.Function):
                     grad[r0:r1] = g
         if factors:
             return (None, grad_a if grad_a is None else grad_a.to(factors[0].dtype),
-                    grad_c if grad_c is None else grad_c.to(factors[1].dtype), *[None] * 6)
-        return grad, *[None] * 8
+                    grad_c if grad_c is None else grad_c.to(factors[1].dtype), *[None] * 7)
+        return grad, *[None] * 9
 
 
-def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c, factors):
+def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, labels_c, factors, known_eps):
     n, m = sim.shape
     dt = _compute_dtype(sim)
     dev = sim.device
     excluded = 1 + (self_idx is not None)
     r = _desc_rank(m - excluded, quantile) + 1  # the quantile is the r-th largest negative of every row
+    if known_eps is not None:  # ε given (a full-row quantile): C only has to cover H(i) = {s > ε}
+        eps = known_eps.to(dt)
+        return _finish(ctx, _Scan(sim, pos, self_idx, spec, r, eps, dt), eps, sim, pos, self_idx, spec,
+                       labels_a, labels_c, factors)
     # ε̂: exact quantiles of evenly spaced rows, minus a safety margin
     n_s = min(n, _SAMPLE_ROWS)
     idx = torch.arange(n_s, device=dev) * n // n_s
@@ -204,8 +209,18 @@ def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, lab
     eps = torch.topk(padded, r, dim=1, sorted=False).values.amin(1).to(dt).mean()
     if bool(eps_hat > eps):  # ε̂ was too high: some H(i) may reach below C_i
         scan = _Scan(sim, pos, self_idx, spec, r, eps, dt)
+    return _finish(ctx, scan, eps, sim, pos, self_idx, spec, labels_a, labels_c, factors)
 
+
+def _finish(ctx, scan: _Scan, eps, sim, pos, self_idx, spec: Spec, labels_a, labels_c, factors):
+    """Losses, statistics and the saved state for the backward, from a scan whose C covers H(i) = {s > ε}."""
+    n, m = sim.shape
+    dt, dev = scan.mx.dtype, sim.device
     in_h = scan.s > eps
+    if needs_global(spec):  # a row whose negatives all passed ε keeps them (else log Σ_G = −∞), as the dense kernel
+        n_neg = m - 1 - (self_idx is not None)
+        full = torch.bincount(scan.row[in_h], minlength=n) >= n_neg
+        in_h &= ~full.index_select(0, scan.row)
     ce = (scan.x - scan.mx.index_select(0, scan.row)).exp().masked_fill_(in_h, 0.0)
     sum_g = scan.rest.index_add(0, scan.row, ce)
     log_g = sum_g.log() + scan.mx + _log(spec.global_weight)
@@ -225,7 +240,7 @@ def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, lab
         else:
             log_b = h_size.log()
         log_h = torch.where(h_size > 0, _log(spec.local_weight) + h_size.log() + m_h + log_a - log_b, float("-inf"))
-        ld = torch.logsumexp(torch.stack([lp, log_g, log_h], dim=1), dim=1)
+        ld = torch.logsumexp(torch.stack([lp, log_g, log_h] if spec.positive_in else [log_g, log_h], dim=1), dim=1)
         # ∂ log D/∂ℓ_h = (w_h T/D)·[(1+β)·softmax_H((1+β)ℓ)_h − β·softmax_H(βℓ)_h]
         gh = (1.0 + spec.beta) * (ea / log_a.exp().index_select(0, h_row))
         if spec.beta:
@@ -233,7 +248,7 @@ def _forward(ctx, sim, pos, self_idx, spec: Spec, quantile: float, labels_a, lab
         gh *= (log_h - ld).exp().index_select(0, h_row)
         frac_h = (log_h - ld).exp()
     else:
-        ld = torch.logsumexp(torch.stack([lp, log_g], dim=1), dim=1)
+        ld = torch.logsumexp(torch.stack([lp, log_g], dim=1), dim=1) if spec.positive_in else log_g
         gh = torch.zeros_like(hx)
         frac_h = torch.zeros_like(ld)
     loss = ld - lp
@@ -259,8 +274,10 @@ def fused_adaptive_hex(
     labels_anchor: torch.Tensor | None = None,
     labels_candidates: torch.Tensor | None = None,
     factors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    epsilon: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-row HEX losses with H(i) = {negatives with s > ε}, ε = mean row `quantile` of the negatives (nearest),
+    """Per-row HEX losses with H(i) = {negatives with s > ε}, ε = mean row `quantile` of the negatives (nearest)
+    or the given `epsilon` (e.g. the reference's full-row quantile, computed by the caller),
     differentiable w.r.t. `sim`, and detached statistics: `epsilon`, `h_size`, `frac_g`, `frac_h`, and `purity`
     when both label vectors are given. Same contract as `contrastive_rows` with the adaptive threshold's mask.
 
@@ -271,6 +288,7 @@ def fused_adaptive_hex(
     a, c = factors if factors is not None else (None, None)
     out = _FusedAdaptiveHex.apply(sim if factors is None else sim.detach(), a, c, positive_index, self_index, spec,
                                   quantile,
-                                  labels_anchor if with_labels else None, labels_candidates if with_labels else None)
+                                  labels_anchor if with_labels else None, labels_candidates if with_labels else None,
+                                  epsilon)
     keys = ["epsilon", "h_size", "frac_g", "frac_h"] + (["purity"] if with_labels else [])
     return out[0], dict(zip(keys, out[1:], strict=True))

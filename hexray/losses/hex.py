@@ -1,7 +1,11 @@
 """HEX: InfoNCE with the denominator split into a local hierarchical set H(i) and a global set G(i).
 
-    L_i = −ℓ_ip + log( e^{ℓ_ip} + w_g Σ_{G(i)} e^{ℓ_in} + w_h Σ_{H(i)} q_ih e^{ℓ_ih} ),
-    q_ih = |H(i)|·softmax_{H(i)}(β ℓ_ih),   ℓ = s/τ           (design/HEX.md, "Loss")
+    released (default, the reference code):  L_i = −ℓ_ip + log Σ_{n∈G(i)} e^{ℓ_in}
+    decomposed:  L_i = −ℓ_ip + log( [e^{ℓ_ip}] + w_g Σ_{G(i)} e^{ℓ_in} + w_h Σ_{H(i)} q_ih e^{ℓ_ih} ),
+    q_ih = |H(i)|·softmax_{H(i)}(β ℓ_ih),   ℓ = s/τ,   G(i) = all j ∉ {i, p(i)} ∪ H(i)     (design/HEX.md, "Loss")
+
+[e^{ℓ_ip}] is there unless `positive_in_denominator: false`. H(i) = {j ∉ {i, p(i)} : s_ij > ε} with ε from
+`hexray.losses.thresholds` (adaptive: mean over rows of the full row's nearest q-quantile).
 
 One similarity matmul feeds both the threshold and the loss; the loss itself runs row chunk by row chunk in
 float32 (hexray.losses._engine), so it is stable in bf16 autocast and has no host sync on the hot path.
@@ -35,7 +39,7 @@ _STAT_TERMS = ("hex/epsilon", "hex/h_size", "hex/local_denominator", "hex/global
 class HEXLoss(nn.Module):
     """HEX loss for the general anchors×candidates layout (queues included) and the NT-Xent pair layout.
 
-    `max_epochs` feeds the `cosine` schedule. Every call returns the same term keys: `loss/hex` (the loss returned),
+    `max_epochs` feeds the cosine schedules. Every call returns the same term keys: `loss/hex` (the loss returned),
     `hex/epsilon`, `hex/h_size`, `hex/local_denominator`, `hex/global_denominator`, `hex/active` (0 during
     warm-up, when the loss is plain InfoNCE and the statistics are 0), and `hex/purity` when labels are given.
 
@@ -65,7 +69,8 @@ class HEXLoss(nn.Module):
             global_weight=cfg.global_weight,
             local_weight=cfg.local_weight,
             beta=cfg.beta,
-            local=cfg.variant != "released",
+            local=cfg.variant == "decomposed",
+            positive_in=cfg.positive_in,
             chunk_rows=chunk_rows,
         )
 
@@ -90,7 +95,7 @@ class HEXLoss(nn.Module):
         if validate:
             check_contrastive_values(anchors, candidates, positive_index, self_index)
         with_purity = labels_anchor is not None and labels_candidates is not None
-        if epoch < self.cfg.warmup_epochs:
+        if self.cfg.in_warmup(epoch):
             out = info_nce(anchors, candidates, positive_index, self_index, self.cfg.temperature, validate=False)
             zero = torch.zeros((), device=anchors.device)
             terms = {"loss/hex": out.loss.detach().float(), **{k: zero for k in _STAT_TERMS}, "hex/active": zero}
@@ -100,8 +105,10 @@ class HEXLoss(nn.Module):
         sim = anchors @ candidates.T  # the one matmul; the threshold reads it detached
         lab_a, lab_c = (labels_anchor, labels_candidates) if with_purity else (None, None)
         if self._sparse(sim):
+            known = (self.threshold.epsilon(sim.detach(), positive_index, self_index)
+                     if self.threshold.over == "full_row" else None)
             rows, st = fused_adaptive_hex(sim, positive_index, self_index, self.spec, self.cfg.quantile, lab_a, lab_c,
-                                          factors=(anchors, candidates))
+                                          factors=(anchors, candidates), epsilon=known)
             eps = st["epsilon"]
         else:
             eps, mask_fn = self.threshold.prepare(

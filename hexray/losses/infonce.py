@@ -1,4 +1,5 @@
-"""InfoNCE (van den Oord et al. 2018) in a general anchors×candidates layout, and SimCLR's NT-Xent."""
+"""InfoNCE (van den Oord et al. 2018) in a general anchors×candidates layout, SimCLR's NT-Xent, and DCL (Yeh et al.
+2022: the positive out of the denominator)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ def info_nce(
     temperature: float = 0.1,
     *,
     validate: bool = True,
+    decoupled: bool = False,
 ) -> LossOutput:
     """L_i = −ℓ_i,p(i) + log Σ_{j≠self(i)} e^{ℓ_ij}, ℓ = s/τ; mean over rows (HEX.md, w_h = w_g = 1).
+
+    `decoupled=True` is DCL: the sum also skips j = p(i), L_i = −ℓ_i,p(i) + log Σ_{j∉{i,p(i)}} e^{ℓ_ij}
+    (term `loss/dcl`); HEX `released` with H(i) empty.
 
     Similarities are computed in the input dtype (bf16 under autocast), the log-sum-exp in float32, row chunk by
     row chunk (hexray.losses._engine). `validate=False` skips the value checks (norms, index ranges), which cost a
@@ -29,9 +34,10 @@ def info_nce(
     check_contrastive_shapes(anchors, candidates, positive_index, self_index)
     if validate:
         check_contrastive_values(anchors, candidates, positive_index, self_index)
-    rows, _ = contrastive_rows(anchors @ candidates.T, positive_index, self_index, Spec(temperature))
+    spec = Spec(temperature, positive_in=not decoupled)
+    rows, _ = contrastive_rows(anchors @ candidates.T, positive_index, self_index, spec)
     loss = rows.mean()
-    return LossOutput(loss=loss, terms={"loss/infonce": loss.detach()})
+    return LossOutput(loss=loss, terms={"loss/dcl" if decoupled else "loss/infonce": loss.detach()})
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, validate: bool = True) -> LossOutput:
@@ -40,3 +46,11 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, val
     z = torch.cat([z1, z2])
     pos, self_idx = pair_indices(z1.shape[0], z.device)
     return info_nce(z, z, pos, self_idx, temperature, validate=validate)
+
+
+def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, validate: bool = True) -> LossOutput:
+    """Decoupled contrastive loss in the NT-Xent layout: the positive is not in the denominator."""
+    check_view_pair(z1, z2)
+    z = torch.cat([z1, z2])
+    pos, self_idx = pair_indices(z1.shape[0], z.device)
+    return info_nce(z, z, pos, self_idx, temperature, validate=validate, decoupled=True)

@@ -112,12 +112,16 @@ class SSLMethod(nn.Module):
     def global_pairs(
         self, z1: torch.Tensor, z2: torch.Tensor, *, epoch: int, superclass: torch.Tensor | None
     ) -> LossOutput:
-        """NT-Xent/HEX over the global batch: normalise, gather with gradient, anchors = candidates = cat(z1, z2)."""
-        z = torch.cat([gather_with_grad(F.normalize(z1, dim=1)), gather_with_grad(F.normalize(z2, dim=1))])
+        """NT-Xent/HEX over the global batch: normalise, gather with gradient, anchors = candidates = cat(z1, z2).
+
+        With `hex.negatives: local` nothing is gathered: each worker's loss sees its own batch only, as in the
+        reference code (DDP then averages the workers' gradients)."""
+        gather = (lambda t: t) if self.hex_cfg.negatives == "local" else gather_with_grad
+        z = torch.cat([gather(F.normalize(z1, dim=1)), gather(F.normalize(z2, dim=1))])
         pos, self_idx = pair_layout(z.shape[0] // 2, z.device)
         labels = None
         if superclass is not None:
-            g = gather_no_grad(superclass)
+            g = superclass if self.hex_cfg.negatives == "local" else gather_no_grad(superclass)
             labels = torch.cat([g, g])
         return self.contrastive(z, z, pos, self_idx, epoch=epoch, labels_anchor=labels, labels_candidates=labels)
 
@@ -131,7 +135,7 @@ class SSLMethod(nn.Module):
         """
         if self.hex_loss is None:
             return base
-        if epoch < self.hex_cfg.warmup_epochs:
+        if self.hex_cfg.in_warmup(epoch):
             base.terms["hex/active"] = torch.zeros((), device=base.loss.device)
             return base
         aux = self.global_pairs(z1, z2, epoch=epoch, superclass=superclass)
