@@ -90,3 +90,86 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
         return x.detach()
     with torch.no_grad():
         return _all_gather_cat(x.detach())[0]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Forward: Σ_r x_r on every rank. Backward: Σ_r of the incoming gradients (each rank's loss used the sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = x.contiguous().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class CrossWorkerBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch, on any device (gloo on CPU included).
+
+    Why not torch.nn.SyncBatchNorm: it accepts CUDA tensors only, so CPU clusters (and the 2-worker gloo tests)
+    could not synchronise BN at all. Per channel, the sums Σx, Σx² and the count are all-reduced with gradient;
+    mean = Σx/N, var = Σx²/N − mean² (normalisation), running_var gets the unbiased N/(N−1) form as in BatchNorm.
+    Same parameter and buffer names as BatchNorm, so checkpoints load into either. On CUDA, hexray uses
+    torch.nn.SyncBatchNorm instead (see `convert_sync_batchnorm`).
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (N, C, ...), got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not (self.training and is_initialized() and world_size() > 1):
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        count = x.new_full((1,), x.numel() / x.shape[1])
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        total = _AllReduceSum.apply(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count.to(xf.dtype)]))
+        c = x.shape[1]
+        n = total[2 * c]
+        mean = total[:c] / n
+        var = (total[c : 2 * c] / n - mean * mean).clamp(min=0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                unbiased = var.detach() * n / (n - 1).clamp(min=1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: torch.nn.Module, device_type: str) -> torch.nn.Module:
+    """Every BatchNorm of `module` normalises with global-batch statistics: torch.nn.SyncBatchNorm on CUDA,
+    `CrossWorkerBatchNorm` elsewhere. The weights stay the same Parameter objects and the running statistics the
+    same buffers."""
+    if device_type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _to_cross_worker(module)
+
+
+def _to_cross_worker(module: torch.nn.Module) -> torch.nn.Module:
+    out = module
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, CrossWorkerBatchNorm):
+        like = module.weight if module.affine else module.running_mean
+        factory = {} if like is None else {"device": like.device, "dtype": like.dtype}
+        out = CrossWorkerBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats, **factory)
+        if module.affine:  # the same Parameter objects: an optimizer built before the conversion keeps working
+            out.weight, out.bias = module.weight, module.bias
+        if module.track_running_stats:
+            out.running_mean, out.running_var = module.running_mean, module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, _to_cross_worker(child))
+    return out

@@ -49,7 +49,7 @@ def test_yaml_round_trip(tmp_path):
     assert again == cfg
     assert config_to_dict(again) == config_to_dict(cfg)
     assert list(config_to_dict(cfg)) == [
-        "method", "backbone", "sem", "hex", "data", "optim", "scaling", "checkpoint", "probe", "fast", "run",
+        "method", "backbone", "model", "sem", "hex", "data", "optim", "scaling", "checkpoint", "probe", "fast", "run",
     ]
 
 
@@ -84,7 +84,7 @@ def test_int_is_accepted_for_float_and_converted():
 def test_literal_lists_allowed_values():
     msg = _error({"optim": {"name": "adam"}})
     assert "optim.name: must be one of 'lars', 'sgd', 'adamw'; got 'adam'" in msg
-    assert "fast.amp: must be one of 'auto', 'bf16', 'off'" in _error({"fast": {"amp": "fp16"}})
+    assert "fast.amp: must be one of 'auto', 'bf16', 'fp16', 'off'" in _error({"fast": {"amp": "fp32"}})
 
 
 def test_impossible_values_name_the_key_and_range():

@@ -125,3 +125,70 @@ def test_uneven_gather_and_gradient_slices(two_rank_results):
     # loss_r = (r+1)·Σ x², so each rank's rows get Σ_r (r+1)·2x = 6x (the all-reduced gradient, its own slice)
     torch.testing.assert_close(two_rank_results[0]["uneven"]["grad"], 6 * full[:2])
     torch.testing.assert_close(two_rank_results[1]["uneven"]["grad"], 6 * full[2:])
+
+
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5), torch.nn.BatchNorm1d(5)).double()
+
+
+def _bn_batch():
+    g = torch.Generator().manual_seed(11)
+    return torch.randn(10, 1, 8, 8, generator=g, dtype=torch.float64) * 3 + 1
+
+
+def _bn_loss(y: torch.Tensor) -> torch.Tensor:
+    return (y * torch.arange(1.0, 6.0, dtype=y.dtype)).pow(2).sum()  # a sum over samples: Σ_r L_r = L
+
+
+def _sync_bn_worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        net = hd.convert_sync_batchnorm(_bn_net(), "cpu").train()
+        x = _bn_batch()[rank * 4 : (rank + 1) * 4 + rank * 2]  # uneven: rank 0 holds 4 images, rank 1 holds 6
+        for _ in range(2):  # two steps, so the running statistics compound
+            net.zero_grad()
+            y = net(x)
+            _bn_loss(y).backward()
+        grads = {k: p.grad.clone() for k, p in net.named_parameters()}
+        for g in grads.values():
+            dist.all_reduce(g)  # Σ_r ∂L_r/∂θ = ∂L/∂θ
+        torch.save({"y": y.detach(), "grads": grads, "state": net.state_dict()}, os.path.join(out_dir, f"bn{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_sync_batchnorm_two_gloo_workers_equal_one_worker_on_the_joint_batch(tmp_path):
+    mp.spawn(_sync_bn_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"bn{r}.pt") for r in range(2)]
+    net = _bn_net().train()
+    x = _bn_batch()
+    for _ in range(2):
+        net.zero_grad()
+        y = net(x)
+        _bn_loss(y).backward()
+    torch.testing.assert_close(torch.cat([ranks[0]["y"], ranks[1]["y"]]), y.detach())
+    for r in range(2):
+        for key, value in net.state_dict().items():  # running mean / var / count of every BN layer
+            torch.testing.assert_close(ranks[r]["state"][key], value, msg=key)
+        for key, p in net.named_parameters():
+            torch.testing.assert_close(ranks[r]["grads"][key], p.grad, msg=key)
+    assert not torch.allclose(ranks[0]["y"], _bn_net().train()(x[:4]).detach())  # local BN would differ
+
+
+def test_converted_batchnorm_is_plain_batchnorm_without_a_process_group():
+    net, ref = hd.convert_sync_batchnorm(_bn_net(), "cpu"), _bn_net()
+    assert any(isinstance(m, hd.CrossWorkerBatchNorm) for m in net.modules())
+    x = _bn_batch()
+    torch.testing.assert_close(net(x), ref(x))
+    assert set(net.state_dict()) == set(ref.state_dict())
+
+
+def test_conversion_keeps_the_parameters_an_optimizer_already_holds():
+    net = _bn_net()
+    before = {id(p) for p in net.parameters()}
+    assert {id(p) for p in hd.convert_sync_batchnorm(net, "cpu").parameters()} == before

@@ -56,7 +56,8 @@ def _h_from_eps(z1, z2, eps: float):
 @pytest.mark.parametrize("b", [2, 5, 16, 33])
 def test_unit_weights_and_beta_zero_equal_nt_xent(kind, b):
     z1, z2, labels = _views(b, seed=b)
-    cfg = HexConfig(**PAPER, threshold=kind, local_weight=1.0, global_weight=1.0, beta=0.0, warmup_epochs=0, quantile=0.8)
+    cfg = HexConfig(**PAPER, threshold=kind, local_weight=1.0, global_weight=1.0, beta=0.0, warmup_epochs=0,
+                    quantile=0.8)
     out = HEXLoss(cfg, max_epochs=10).pairs(z1, z2, epoch=3, labels=labels)
     ref = nt_xent(z1, z2, cfg.temperature).loss
     assert abs(out.loss.item() - ref.item()) < 1e-5
@@ -82,7 +83,8 @@ def test_full_decomposition_matches_brute_force(beta, w_h, w_g, chunk_rows):
 @pytest.mark.parametrize("kind", KINDS)
 def test_released_variant_is_dcl_without_h(kind):
     z1, z2, labels = _views(12, seed=2)
-    cfg = HexConfig(threshold=kind, variant="released", warmup_epochs=0, quantile=0.8, beta=1.0, local_weight=3.0, quantile_over="negatives", warmup_mode="exclusive")
+    cfg = HexConfig(**{**PAPER, "variant": "released"}, threshold=kind, warmup_epochs=0, quantile=0.8, beta=1.0,
+                    local_weight=3.0)
     loss = HEXLoss(cfg, max_epochs=10)
     out = loss.pairs(z1, z2, epoch=5, labels=labels)
     # independent reference: explicit mask built from the public threshold interface
@@ -240,7 +242,7 @@ def test_gradients_finite_for_near_identical_embeddings(dtype, variant):
     base = torch.randn(1, 32, generator=g).expand(64, 32)
     z1 = (base + 1e-4 * torch.randn(64, 32, generator=g)).requires_grad_()
     z2 = (base + 1e-4 * torch.randn(64, 32, generator=g)).requires_grad_()
-    cfg = HexConfig(warmup_epochs=0, beta=1.0, local_weight=2.0, variant=variant, temperature=0.05, quantile_over="negatives", warmup_mode="exclusive")
+    cfg = HexConfig(**{**PAPER, "variant": variant}, warmup_epochs=0, beta=1.0, local_weight=2.0, temperature=0.05)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         out = HEXLoss(cfg, 10).pairs(F.normalize(z1, dim=1), F.normalize(z2, dim=1), epoch=0)
     out.loss.backward()
@@ -278,7 +280,7 @@ def test_bad_inputs_raise_named_value_errors():
     with pytest.raises(ValueError, match="hex.threshold"):
         HexConfig(threshold="nope")
     with pytest.raises(ValueError, match="hex.variant"):
-        HexConfig(variant="nope", quantile_over="negatives", warmup_mode="exclusive")
+        HexConfig(variant="nope")
     with pytest.raises(ValueError, match="max_epochs"):
         HEXLoss(HexConfig(**PAPER), 0)
     with pytest.raises(ValueError, match="superclass"):
@@ -312,7 +314,7 @@ def test_sparse_kernel_matches_brute_force(beta, w_h, w_g):
 @pytest.mark.parametrize(("b", "chunk_rows"), [(700, None), (301, 37)])  # 602 columns: blocks padded at the end
 def test_sparse_kernel_equals_dense_kernel_on_wide_rows(b, chunk_rows, variant):
     z1, z2, labels = _clustered(b, 16, seed=b)
-    cfg = HexConfig(warmup_epochs=0, quantile=0.99, beta=2.0, local_weight=0.5, variant=variant, quantile_over="negatives", warmup_mode="exclusive")
+    cfg = HexConfig(**{**PAPER, "variant": variant}, warmup_epochs=0, quantile=0.99, beta=2.0, local_weight=0.5)
     res = {}
     for kernel in ("dense", "sparse"):
         out = HEXLoss(cfg, 10, kernel=kernel, chunk_rows=chunk_rows).pairs(z1, z2, epoch=0, labels=labels)

@@ -33,12 +33,25 @@ def test_parameter_groups_exclude_bias_and_norm():
 def test_lars_trust_ratio_scales_the_step_and_skips_excluded_groups():
     w = nn.Parameter(torch.full((4,), 2.0))  # ‖w‖ = 4
     b = nn.Parameter(torch.zeros(4))
-    opt = LARS([{"params": [w]}, {"params": [b], "lars_exclude": True}], lr=1.0, momentum=0.0, eta=0.01)
+    opt = LARS([{"params": [w]}, {"params": [b], "lars_exclude": True}], lr=1.0, momentum=0.0, eta=0.01,
+               clip_lr=False)
     w.grad = torch.full((4,), 10.0)  # ‖g‖ = 20 → trust = 0.01 · 4 / 20 = 0.002
     b.grad = torch.full((4,), 10.0)
     opt.step()
     assert torch.allclose(w.detach(), torch.full((4,), 2.0 - 10.0 * 0.002))
     assert torch.allclose(b.detach(), torch.full((4,), -10.0))  # plain SGD step
+
+
+@pytest.mark.parametrize(("grad", "wd", "clipped"), [(10.0, 0.5, False), (0.005, 1e-3, True)])
+def test_lars_clip_lr_caps_the_trust_ratio_at_the_learning_rate(grad, wd, clipped):
+    # the reference's LARS: r = η‖w‖/(‖g‖ + wd‖w‖), clip: r ← min(r/lr, 1), step = lr·r·(g + wd·w)
+    w = nn.Parameter(torch.full((4,), 2.0))  # ‖w‖ = 4
+    opt = LARS([{"params": [w]}], lr=0.1, momentum=0.0, eta=0.02, weight_decay=wd, clip_lr=True)
+    w.grad = torch.full((4,), grad)  # ‖g‖ = 2·grad
+    raw = 0.02 * 4 / (2 * grad + wd * 4) / 0.1  # 0.036 (LARS slows the layer) or 57 (clipped to 1: plain SGD)
+    assert (raw > 1) == clipped
+    opt.step()
+    assert torch.allclose(w.detach(), torch.full((4,), 2.0 - 0.1 * min(raw, 1.0) * (grad + wd * 2.0)), atol=1e-7)
 
 
 def test_lars_keeps_momentum_state_and_trains():
@@ -174,3 +187,60 @@ def test_seeding_from_another_runs_checkpoint_keeps_position_but_takes_this_conf
     opt.step()
     sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * warmup_cosine(5, warmup_steps=2, total_steps=10))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "lars"])
+def test_k_accumulated_micro_batches_equal_one_step_on_the_joint_batch(optimizer):
+    # a loss without cross-sample terms (per-sample mean): k micro-batches of B, then one step == one step of k·B
+    from hexray.train.components import OptimizerStepper
+    from hexray.train.optim import warmup_cosine_scheduler
+
+    def model_and_stepper(k):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+        opt = build_optimizer(optimizer, parameter_groups(model, 1e-4, True), lr=0.1, momentum=0.9,
+                              weight_decay=1e-4)
+        sched = warmup_cosine_scheduler(opt, warmup_steps=1, total_steps=10)
+        return model, OptimizerStepper(opt, sched, accumulate=k, grad_clip=1.0, clip_params=model.parameters())
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(3, 24, 6, generator=g, dtype=torch.float64), torch.randn(3, 24, 2, generator=g,
+                                                                               dtype=torch.float64)
+    big, big_step = model_and_stepper(1)
+    small, small_step = model_and_stepper(4)
+    for step in range(3):
+        big_step.backward(((big(x[step]) - y[step]) ** 2).mean())
+        big_step.step()
+        for i, idx in enumerate(torch.arange(24).chunk(4)):
+            small_step.backward(((small(x[step][idx]) - y[step][idx]) ** 2).mean())
+            if small_step.steps_after(i, batches_per_epoch=4):
+                assert i == 3
+                small_step.step()
+    for a, b in zip(big.parameters(), small.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert big_step.scheduler.last_epoch == small_step.scheduler.last_epoch == 3
+    assert small_step.steps_after(1, batches_per_epoch=2)  # an epoch's short last group steps too
+
+
+def test_fp16_grad_scaler_path_trains_on_cpu():
+    from hexray.config import FastPathSection
+    from hexray.train.components import OptimizerStepper, resolve_fast_path
+    from hexray.train.optim import warmup_cosine_scheduler
+
+    fast = resolve_fast_path(FastPathSection(amp="fp16"), torch.device("cpu"))
+    assert fast.amp == "fp16" and fast.grad_scaler(torch.device("cpu")).is_enabled()
+    assert resolve_fast_path(FastPathSection(), torch.device("cpu")).amp is None  # auto: off on CPU
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1)
+    opt = build_optimizer("sgd", parameter_groups(model, 0.0, True), lr=0.05, momentum=0.0, weight_decay=0.0)
+    stepper = OptimizerStepper(opt, warmup_cosine_scheduler(opt, warmup_steps=0, total_steps=100),
+                               scaler=fast.grad_scaler(torch.device("cpu")))
+    x, y = torch.randn(64, 5), torch.randn(64, 1)
+    losses = []
+    for _ in range(30):
+        with fast.autocast(torch.device("cpu")):
+            loss = ((model(x) - y) ** 2).mean()
+        losses.append(loss.item())
+        stepper.backward(loss)
+        stepper.step()
+    assert losses[-1] < losses[0]

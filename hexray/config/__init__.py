@@ -23,6 +23,7 @@ from hexray.config.sections import (
     CheckpointSection,
     DataConfig,
     FastPathSection,
+    ModelSection,
     OptimConfig,
     ProbeSection,
     RunSection,
@@ -38,7 +39,7 @@ ScalingConfigSection = ScalingSection  # the name used in the cross-layer contra
 
 __all__ = [
     "BackboneConfig", "CheckpointSection", "ConfigError", "DataConfig", "FastPathSection", "HexConfig",
-    "MethodConfig", "OptimConfig", "ProbeSection", "RunSection", "SEMConfig", "ScalingConfigSection",
+    "MethodConfig", "ModelSection", "OptimConfig", "ProbeSection", "RunSection", "SEMConfig", "ScalingConfigSection",
     "ScalingSection", "TrainConfig", "apply_overrides", "config_from_dict", "config_to_dict", "default_config_path",
     "load_config", "save_config",
 ]
@@ -51,6 +52,7 @@ class TrainConfig:
 
     method: MethodConfig = field(default_factory=MethodConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: ModelSection = field(default_factory=ModelSection)
     sem: SEMConfig = field(default_factory=SEMConfig)
     hex: HexConfig = field(default_factory=HexConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -85,8 +87,9 @@ class TrainConfig:
             raise ConfigError(problems)
         if self.hex.enabled and self.hex.in_warmup(self.run.epochs - 1):
             warnings.warn(
-                f"hex.warmup_epochs ({self.hex.warmup_epochs}, {self.hex.warmup_mode}) covers every epoch of run.epochs "
-                f"({self.run.epochs}): HEX never switches on in this run (set hex.enabled: false for a plain baseline)",
+                f"hex.warmup_epochs ({self.hex.warmup_epochs}, {self.hex.warmup_mode}) covers every epoch of "
+                f"run.epochs ({self.run.epochs}): HEX never switches on in this run (set hex.enabled: false for a "
+                f"plain baseline)",
                 stacklevel=2,
             )
 

@@ -74,8 +74,12 @@ class DataConfig:
 class OptimConfig:
     """Optimizer and schedule: linear warm-up then cosine decay to `lr × min_lr_ratio`.
 
-    lr is the base rate per 256 images; the train loop uses lr × batch_size / 256 (Goyal et al. scaling rule).
+    lr is the base rate per 256 images; the train loop uses lr × batch_size / 256 (Goyal et al. scaling rule; like
+    the reference, the accumulation factor is not in it).
     exclude_bias_and_norm: no weight decay (and no LARS adaptation) for biases and norm parameters.
+    lars_eta / clip_lr: LARS trust coefficient η and the reference's trust-ratio clipping (ratio ≤ lr).
+    accumulate_steps: k micro-batches of data.batch_size per optimizer step; each micro-batch's loss is computed on
+      its own batch (its own negatives and ε, as the reference), gradients are averaged over the k.
     """
 
     name: Literal["lars", "sgd", "adamw"] = "lars"
@@ -86,13 +90,29 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float | None = None
     exclude_bias_and_norm: bool = True
-    lars_eta: float = 0.001
+    lars_eta: float = 0.02
+    clip_lr: bool = True
+    accumulate_steps: int = 1
 
     def __post_init__(self) -> None:
-        _positive("optim", self, "lr", "grad_clip", "lars_eta")
+        _positive("optim", self, "lr", "grad_clip", "lars_eta", "accumulate_steps")
         _non_negative("optim", self, "weight_decay", "warmup_epochs")
         _require(0.0 <= self.momentum < 1.0, f"optim.momentum must be in [0, 1), got {self.momentum!r}")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+
+
+@dataclass
+class ModelSection:
+    """Whole-model switches that are neither the backbone's nor a head's.
+
+    sync_bn: BatchNorm statistics over the global batch (torch SyncBatchNorm on GPU, hexray's own on CPU/gloo):
+      `auto` = on when there is more than one worker, as the reference (SyncBN) runs.
+    """
+
+    sync_bn: Literal["auto", "on", "off"] = "auto"
+
+    def enabled(self, world_size: int) -> bool:
+        return self.sync_bn == "on" or (self.sync_bn == "auto" and world_size > 1)
 
 
 @dataclass
@@ -163,13 +183,14 @@ class ProbeSection:
 class FastPathSection:
     """GPU speed switches; `auto` = on when training on GPU, off on CPU.
 
-    amp: bf16 autocast; channels_last: NHWC memory format for convolutions; compile: torch.compile (off by
+    amp: mixed precision: `bf16` autocast, `fp16` autocast with a GradScaler (dynamic loss scaling), `auto` = bf16
+    on GPU, off on CPU; channels_last: NHWC memory format for convolutions; compile: torch.compile (off by
     default: compiling costs more than it saves in short runs); fused_optimizer: fused/foreach optimizer kernels;
     gpu_augment: the older spelling of `data.augment_in: trainer` (true = decode on Ray Data's CPUs, augment
     batched on the training device); kept so configs written with it still load.
     """
 
-    amp: Literal["auto", "bf16", "off"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: Literal["auto", "on", "off"] = "off"
     fused_optimizer: bool = True

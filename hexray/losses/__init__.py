@@ -20,7 +20,8 @@ from hexray.losses.thresholds import (
 from hexray.losses.vicreg import vicreg_loss
 
 __all__ = [
-    "THRESHOLDS", "AdaptiveQuantileThreshold", "CompoundCosineThreshold", "CosineThreshold", "HEXLoss", "HexConfig", "LossOutput", "NoThreshold",
+    "THRESHOLDS", "AdaptiveQuantileThreshold", "CompoundCosineThreshold", "CosineThreshold", "HEXLoss", "HexConfig",
+    "LossOutput", "NoThreshold",
     "StepThreshold", "SuperclassThreshold", "ThresholdResult", "barlow_twins_loss", "build_threshold",
     "cosine_regression_loss", "dcl", "info_nce", "nt_xent", "vicreg_loss",
 ]

@@ -18,22 +18,31 @@ from hexray.train.probes import OnlineProbe
 
 @dataclass
 class FastPath:
-    """Resolved `fast` switches for this worker's device (`auto` = on for CUDA, off for CPU)."""
+    """Resolved `fast` switches for this worker's device (`auto` = on for CUDA, off for CPU).
 
-    amp: bool
+    amp: None, "bf16" (autocast, no scaling needed) or "fp16" (autocast + dynamic loss scaling by `grad_scaler`).
+    """
+
+    amp: str | None
     channels_last: bool
     compile: bool
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.amp:
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+            return torch.autocast(device_type=device.type,
+                                  dtype=torch.float16 if self.amp == "fp16" else torch.bfloat16)
         return contextlib.nullcontext()
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        """A GradScaler for fp16 (keeps small fp16 gradients from flushing to 0); a pass-through otherwise."""
+        return torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
 
 
 def resolve_fast_path(fast: Any, device: torch.device) -> FastPath:
     on_gpu = device.type == "cuda"
+    amp = fast.amp if fast.amp in ("bf16", "fp16") else ("bf16" if fast.amp == "auto" and on_gpu else None)
     return FastPath(
-        amp=fast.amp == "bf16" or (fast.amp == "auto" and on_gpu),
+        amp=amp,
         channels_last=fast.channels_last == "on" or (fast.channels_last == "auto" and on_gpu),
         compile=fast.compile == "on" or (fast.compile == "auto" and on_gpu),
     )
@@ -58,9 +67,16 @@ class TrainModule(nn.Module):
         return out, probe_loss
 
 
+def optimizer_steps_per_epoch(batches_per_epoch: int, accumulate_steps: int) -> int:
+    """Optimizer steps in an epoch of `batches_per_epoch` micro-batches: one per `accumulate_steps`, and one for a
+    shorter remainder at the epoch's end (as Lightning, which the reference runs on)."""
+    return max(1, -(-batches_per_epoch // accumulate_steps))
+
+
 def build_optimization(module: TrainModule, cfg: Any, steps_per_epoch: int, world_size: int):  # noqa: ANN201
     """(optimizer, scheduler, base_lr). lr = optim.lr × global batch / 256; the probe trains at probe.online_lr
-    without weight decay or LARS adaptation; both follow the same warm-up + cosine multiplier."""
+    without weight decay or LARS adaptation; both follow the same warm-up + cosine multiplier, which steps once
+    per optimizer step (`steps_per_epoch` counts micro-batches; see `optimizer_steps_per_epoch`)."""
     o = cfg.optim
     base_lr = o.lr * cfg.data.batch_size / 256
     groups = parameter_groups(module.method, o.weight_decay, o.exclude_bias_and_norm)
@@ -68,11 +84,43 @@ def build_optimization(module: TrainModule, cfg: Any, steps_per_epoch: int, worl
         groups.append({"params": list(module.probe.parameters()), "weight_decay": 0.0, "lars_exclude": True,
                        "lr": cfg.probe.online_lr})
     optimizer = build_optimizer(o.name, groups, lr=base_lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                                eta=o.lars_eta, fused=cfg.fast.fused_optimizer)
-    total = max(1, steps_per_epoch * cfg.run.epochs)
-    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=int(o.warmup_epochs * steps_per_epoch),
-                                        total_steps=total, min_ratio=o.min_lr_ratio)
+                                eta=o.lars_eta, clip_lr=o.clip_lr, fused=cfg.fast.fused_optimizer)
+    per_epoch = optimizer_steps_per_epoch(steps_per_epoch, o.accumulate_steps)
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=int(o.warmup_epochs * per_epoch),
+                                        total_steps=max(1, per_epoch * cfg.run.epochs), min_ratio=o.min_lr_ratio)
     return optimizer, scheduler, base_lr
+
+
+class OptimizerStepper:
+    """One optimizer step per `accumulate` micro-batches: scaled backward, optional gradient clipping, the step,
+    the schedule. The loop and the tests share it, so "k steps of B equal one step of k·B" is tested on this code.
+
+    Each micro-batch's loss is divided by `accumulate` (gradients average over the group, as Lightning does for
+    the reference); the scheduler advances once per optimizer step.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: Any, *, accumulate: int = 1,
+                 scaler: torch.amp.GradScaler | None = None, grad_clip: float | None = None,
+                 clip_params: Any = None) -> None:
+        self.optimizer, self.scheduler, self.accumulate = optimizer, scheduler, accumulate
+        self.scaler = scaler if scaler is not None else torch.amp.GradScaler("cpu", enabled=False)
+        self.grad_clip, self.clip_params = grad_clip, list(clip_params) if clip_params is not None else []
+
+    def steps_after(self, index: int, batches_per_epoch: int) -> bool:
+        """Whether micro-batch `index` (0-based, within its epoch) closes an accumulation group."""
+        return (index + 1) % self.accumulate == 0 or index + 1 == batches_per_epoch
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss / self.accumulate).backward()
+
+    def step(self) -> None:
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.clip_params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
 
 
 def state_digest(obj: Any) -> float:

@@ -8,6 +8,7 @@ restores the latest checkpoint if Ray hands one over, and trains epoch by epoch,
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -24,8 +25,10 @@ import torch
 import torch.distributed as dist
 
 from hexray.data.views import ViewMaker
+from hexray.distributed import convert_sync_batchnorm
 from hexray.train.checkpoint import checkpoint_dir_name, load_state, save_state
 from hexray.train.components import (
+    OptimizerStepper,
     TrainModule,
     build_optimization,
     resolve_fast_path,
@@ -90,6 +93,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     probe = OnlineProbe(method.feature_dim, num_classes, num_super) if cfg.probe.online else None
     module = TrainModule(method, probe)
     optimizer, scheduler, base_lr = build_optimization(module, cfg, steps_per_epoch, world)
+    stepper = OptimizerStepper(optimizer, scheduler, accumulate=cfg.optim.accumulate_steps,
+                               scaler=fast.grad_scaler(device), grad_clip=cfg.optim.grad_clip,
+                               clip_params=list(module.method.parameters()))
     fresh_lrs = [group["initial_lr"] for group in optimizer.param_groups]
 
     start_epoch, step, restored = 0, 0, {}
@@ -106,6 +112,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         start_epoch, step = int(state["epoch"]), int(state["step"])
         guard.skipped = int(state.get("nan_skips", 0))
 
+    if cfg.model.enabled(world):
+        module = convert_sync_batchnorm(module, device.type)
     if fast.channels_last:
         module = module.to(memory_format=torch.channels_last)
     if fast.compile:
@@ -147,27 +155,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             label, superclass = batch["label"], batch["superclass"]
             if rank == 0 and i == 1 and hooks.get("crash_after_epoch") == epoch:
                 _crash_once(hooks)  # test hook: die mid-epoch, after epoch k's checkpoint is registered
-            try:
-                with fast.autocast(device):
-                    out, probe_loss = model(v1, v2, label, superclass, epoch=epoch, use_superclass=num_super > 0)
-            except ValueError as err:  # the losses' own input checks (e.g. NaN embeddings): say where it happened
-                raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): {err}") from err
-            if hooks.get("nan_at_step") == step + 1:
-                _poison(out)
-            ok = not _any_rank(not guard.check(out, step=step + 1, epoch=epoch + 1), device)
-            if ok:
-                loss = out.loss + (probe_loss if probe_loss is not None else 0.0)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(inner.method.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
+            # gradient accumulation: each micro-batch's loss on its own batch; the optimizer steps after the k-th
+            # (or the epoch's last); DDP all-reduces gradients only then
+            steps_now = stepper.steps_after(i, steps_per_epoch)
+            sync = contextlib.nullcontext() if steps_now or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                try:
+                    with fast.autocast(device):
+                        out, probe_loss = model(v1, v2, label, superclass, epoch=epoch,
+                                                use_superclass=num_super > 0)
+                except ValueError as err:  # the losses' own input checks (e.g. NaN embeddings): say where
+                    raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): {err}") from err
+                if hooks.get("nan_at_step") == step + 1:
+                    _poison(out)
+                ok = not _any_rank(not guard.check(out, step=step + 1, epoch=epoch + 1), device)
+                if ok:
+                    loss = out.loss + (probe_loss if probe_loss is not None else 0.0)
+                    stepper.backward(loss)
+                    sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float()  # on device: no sync per step
+                    for name, value in out.terms.items():
+                        sums[name] = sums.get(name, 0.0) + value.detach().float().mean()
+                    count += 1
+            if steps_now:
+                stepper.step()
                 inner.method.momentum_update(min(1.0, (step + 1) / total_steps))
-                sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float()  # on device: no sync per step
-                for name, value in out.terms.items():
-                    sums[name] = sums.get(name, 0.0) + value.detach().float().mean()
-                count += 1
-            scheduler.step()
             step += 1
             images += v1.shape[0] * world
             now = time.perf_counter()

@@ -1,8 +1,10 @@
 """Optimizers (LARS, SGD, AdamW) with bias/norm exclusion, and the warm-up + cosine learning-rate schedule.
 
 LARS (You et al., 2017): each weight's update is scaled by the trust ratio η·‖w‖ / (‖∇w‖ + wd·‖w‖), so one lr
-works for huge batches. Biases and normalisation parameters get neither weight decay nor the LARS adaptation
-(SimCLR/BYOL practice; design/HEX.md: "no wd/LARS on bias and norm").
+works for huge batches; the reference's `clip_lr` caps that ratio at the lr (η = 0.02). With η = 0.001 and no
+clipping, small models here barely moved from their initialization (design/HEX.md, "Measured caution").
+Biases and normalisation parameters get neither weight decay nor the LARS adaptation (SimCLR/BYOL practice;
+design/HEX.md: "no wd/LARS on bias and norm").
 """
 
 from __future__ import annotations
@@ -17,17 +19,20 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise adaptive rate scaling.
+    """SGD with momentum and layer-wise adaptive rate scaling, as the HEX reference code (solo-learn) runs it.
 
-    Per parameter p with gradient g: g ← g + wd·p; if the group adapts, g ← g · η‖p‖/‖g‖ (when both norms > 0);
-    v ← μ·v + g; p ← p − lr·v. Groups with `lars_exclude=True` skip weight decay and the trust ratio.
+    Per adapted parameter p with gradient g (both norms > 0):
+        r = η‖p‖ / (‖g‖ + wd‖p‖ + ε);   with `clip_lr`: r ← min(r / lr, 1);   g ← (g + wd·p)·r
+    then v ← μ·v + g; p ← p − lr·v. With clipping the layer's step size is min(η‖p‖/(‖g‖ + wd‖p‖), lr): LARS
+    only ever slows a layer down. Groups with `lars_exclude=True` (biases, norms) skip weight decay and the ratio.
     """
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.001) -> None:
+                 eta: float = 0.02, clip_lr: bool = True, eps: float = 1e-8) -> None:
         if lr <= 0 or eta <= 0 or weight_decay < 0 or not 0 <= momentum < 1:
             raise ValueError(f"invalid LARS settings lr={lr}, momentum={momentum}, wd={weight_decay}, eta={eta}")
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr, eps=eps,
+                        lars_exclude=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -37,23 +42,25 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            wd, lr = group["weight_decay"], group["lr"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 grad = p.grad
                 if not group["lars_exclude"]:
-                    if group["weight_decay"]:
-                        grad = grad.add(p, alpha=group["weight_decay"])
                     p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
-                    trust = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm,
-                                        torch.ones_like(p_norm))
-                    grad = grad.mul(trust)
+                    ratio = group["eta"] * p_norm / (g_norm + wd * p_norm + group["eps"])
+                    if group["clip_lr"]:
+                        ratio = torch.clamp(ratio / lr, max=1.0)
+                    ratio = torch.where((p_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
+                    grad = grad.add(p, alpha=wd) if wd else grad
+                    grad = grad.mul(ratio)
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = grad.clone()
                 else:
                     state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                p.add_(state["momentum_buffer"], alpha=-lr)
         return loss
 
 
@@ -76,10 +83,10 @@ def parameter_groups(model: nn.Module, weight_decay: float, exclude_bias_and_nor
 
 
 def build_optimizer(name: str, groups: list[dict], *, lr: float, momentum: float, weight_decay: float,
-                    eta: float = 0.001, fused: bool = False) -> torch.optim.Optimizer:
+                    eta: float = 0.02, clip_lr: bool = True, fused: bool = False) -> torch.optim.Optimizer:
     """`lars` | `sgd` | `adamw` over `groups` (from `parameter_groups`; extra groups may set their own lr)."""
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta)
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr)
     plain = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
     extra = {"foreach": True} if fused else {}
     if name == "sgd":
