@@ -128,11 +128,52 @@ def test_auxiliary_hex_mixes_alpha_and_respects_warmup(name):
     torch.testing.assert_close(half.loss, 0.5 * half.terms["loss/hex"] + 0.5 * plain.detach())
 
 
-def test_sem_output_feeds_the_loss():
+def _record_sem_branches(m):
+    seen = []
+    for name, mod in m.named_modules():
+        if type(mod).__name__ == "SEMHead":
+            mod.register_forward_hook(lambda mod, args, kwargs, out, name=name: seen.append(
+                (name, kwargs.get("branch", args[1] if len(args) > 1 else "online"), tuple(args[0].shape),
+                 tuple(out.shape))), with_kwargs=True)
+    return seen
+
+
+def test_sem_sits_between_backbone_and_projector():
+    # SEM paper: backbone → SEM embedder → projector; the online probe reads the SEM embedding
     m = make("simclr", sem=True)
-    assert m.sem is not None and m.embed_dim == 32
-    _, z = m.embed(views()[0])
-    torch.testing.assert_close(z.view(8, 8, 4).sum(-1), torch.ones(8, 8))
+    assert m.sem is not None and m.probe_dim == 32  # L·V = 8·4
+    assert m.projector[0].in_features == 32 and m.sem.linear.in_features == m.feature_dim
+    seen = _record_sem_branches(m)
+    v1, v2 = views()
+    out = m(v1, v2, epoch=0)
+    # SimCLR: view 1 at τ_online, view 2 at τ_target (as the SEM code's SimCLR); input = backbone features
+    assert [(b, i, o) for _, b, i, o in seen] == [("online", (8, m.feature_dim), (8, 32)),
+                                                  ("target", (8, m.feature_dim), (8, 32))]
+    assert out.features.shape == (8, 32)
+    torch.testing.assert_close(out.features.view(8, 8, 4).sum(-1), torch.ones(8, 8))
+    probe_in = m.embedder().eval()(v1)
+    assert probe_in.shape == (8, 32)
+
+
+@pytest.mark.parametrize("name", ["byol", "moco"])
+def test_sem_momentum_methods_use_the_target_temperature_on_the_target_branch(name):
+    m = make(name, sem=True)
+    seen = _record_sem_branches(m)
+    m(*views(), epoch=0)
+    assert {(n.startswith("target"), b) for n, b, _, _ in seen} == {(False, "online"), (True, "target")}
+
+
+def test_sem_gradient_reaches_the_embedder_and_the_backbone():
+    m = make("simclr", sem=True, hex_on=True).double()
+    v1, v2 = (v.double() for v in views())
+    out = m(v1, v2, epoch=0)
+    out.loss.backward()
+    assert m.sem.linear.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.backbone.parameters() if p.ndim > 1)
+    # and the embedder's own gradient is its analytic one (finite differences, float64)
+    head = m.sem.eval()
+    x = torch.randn(4, m.feature_dim, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: head(t, "online"), (x,))
 
 
 def test_momentum_schedule():

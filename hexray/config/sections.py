@@ -49,7 +49,7 @@ class DataConfig:
     cache_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     image_size: int = 28
-    recipe: Literal["simclr", "byol"] = "simclr"
+    recipe: Literal["simclr", "byol", "simclr_small"] = "simclr"
     batch_size: int = 256
     train_split: str = "train"
     eval_split: str = "test"

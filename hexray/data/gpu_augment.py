@@ -52,6 +52,12 @@ RECIPES: dict[str, tuple[ViewRecipe, ViewRecipe]] = {
         ViewRecipe(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2),
     ),
     "byol": (ViewRecipe(blur_p=1.0, solarize_p=0.0), ViewRecipe(blur_p=0.1, solarize_p=0.2)),
+    # small images (28–64 px, e.g. Fashion-MNIST, CIFAR): SimCLR's CIFAR practice — no blur (σ up to 2 px erases
+    # a 28-px object), crops of at least 20% of the image, milder colour jitter
+    "simclr_small": (
+        ViewRecipe(scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, blur_p=0.0),
+        ViewRecipe(scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, blur_p=0.0),
+    ),
 }
 
 

@@ -18,12 +18,13 @@ from hexray.models import projection_mlp
 class BarlowTwins(SSLMethod):
     def __init__(self, method, backbone, hex, sem, max_epochs) -> None:
         super().__init__(method, backbone, hex, sem, max_epochs)
-        self.projector = projection_mlp(self.feature_dim, method.proj_hidden_dim, method.proj_output_dim, 3)
-        self.sem, self.embed_dim = self.make_sem(method.proj_output_dim)
+        self.sem, dim = self.make_sem()
+        self.projector = projection_mlp(dim, method.proj_hidden_dim, method.proj_output_dim, 3)
+        self.embed_dim = method.proj_output_dim
 
     def compute(self, view1, view2, *, epoch, superclass) -> LossOutput:
-        h1, z1 = self.project_online(view1)
+        e1, z1 = self.project_online(view1)
         _, z2 = self.project_online(view2)
         base = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), self.cfg.barlow_lambda)
-        base.features = h1
+        base.features = e1
         return self.with_hex_auxiliary(base, z1, z2, epoch=epoch, superclass=superclass)

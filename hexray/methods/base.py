@@ -51,24 +51,43 @@ class SSLMethod(nn.Module):
         self.cfg, self.hex_cfg, self.sem_cfg = method, hex, sem
         self.in_channels = backbone.in_channels
         self.backbone, self.feature_dim = build_backbone(backbone)
+        self.sem: SEMHead | None = None
+        self.probe_dim = self.feature_dim  # width of `LossOutput.features` (the SEM embedding when SEM is on)
         self.hex_loss = HEXLoss(hex, max_epochs) if hex.enabled else None
         self._targets: list[tuple[str, str]] = []
         self.momentum = method.momentum_base
 
     # ----------------------------------------------------------------- building blocks for subclasses
-    def make_sem(self, in_dim: int) -> tuple[SEMHead | None, int]:
-        """The optional SEM head after the projector, and the embedding width the loss then sees."""
+    def make_sem(self) -> tuple[SEMHead | None, int]:
+        """The optional SEM embedder on the backbone features — backbone → SEM → projector, where the SEM paper
+        puts it — and the width the projector (and the online probe, `probe_dim`) then reads."""
         if not self.sem_cfg.enabled:
-            return None, in_dim
-        head = SEMHead(in_dim, self.sem_cfg)
+            return None, self.feature_dim
+        head = SEMHead(self.feature_dim, self.sem_cfg)
+        self.probe_dim = head.output_dim
         return head, head.output_dim
 
-    def project_online(self, x):  # noqa: ANN001, ANN201
-        """(backbone features h, projector output z — through the online SEM head when enabled). Needs the
-        subclass's `self.projector` and `self.sem` (from `make_sem`)."""
+    def encode(self, x, branch: str = "online"):  # noqa: ANN001, ANN201
+        """Backbone features, through the SEM embedder (temperature of `branch`) when SEM is on: what the projector
+        and the probes read."""
         h = self.backbone(x)
-        z = self.projector(h)
-        return h, (z if self.sem is None else self.sem(z, "online"))
+        return h if self.sem is None else self.sem(h, branch)
+
+    def project_online(self, x, branch: str = "online"):  # noqa: ANN001, ANN201
+        """(embedding e = `encode(x, branch)`, projector output z). Needs the subclass's `self.projector`."""
+        e = self.encode(x, branch)
+        return e, self.projector(e)
+
+    def embedder(self) -> nn.Module:
+        """The online encoder as one module (backbone, then SEM at τ_online when SEM is on): what the online
+        probe and the kNN monitor read. Shares the method's weights."""
+        return self.backbone if self.sem is None else _BackboneThenSEM(self.backbone, self.sem)
+
+    @torch.no_grad()
+    def encode_target(self, x):  # noqa: ANN001, ANN201
+        """The momentum branch: target backbone → target SEM (τ_target) → target projector."""
+        h = self.target_backbone(x)
+        return self.target_projector(h if self.sem is None else self.target_sem(h, "target"))
 
     def add_target(self, online: str, target: str) -> None:
         """Create `self.<target>` as a frozen copy of `self.<online>`, updated by EMA in `momentum_update`."""
@@ -147,7 +166,8 @@ class SSLMethod(nn.Module):
     def forward(
         self, view1: torch.Tensor, view2: torch.Tensor, *, epoch: int, superclass: torch.Tensor | None = None
     ) -> LossOutput:
-        """Loss of one batch of two augmented views; `features` = backbone features of view 1 (not detached)."""
+        """Loss of one batch of two augmented views; `features` = view 1's embedding (backbone features, or the SEM
+        embedding when SEM is on; not detached), which the online probe reads."""
         self._check_inputs(view1, view2, epoch, superclass)
         out = self.compute(view1, view2, epoch=epoch, superclass=superclass)
         out.terms = {k: v.detach() for k, v in out.terms.items()}  # logged terms must not keep the graph alive
@@ -179,3 +199,12 @@ class SSLMethod(nn.Module):
         ):
             raise ValueError(f"superclass must be an integer tensor of shape ({view1.shape[0]},), got "
                              f"{getattr(superclass, 'shape', superclass)}")
+
+
+class _BackboneThenSEM(nn.Module):
+    def __init__(self, backbone: nn.Module, sem: SEMHead) -> None:
+        super().__init__()
+        self.backbone, self.sem = backbone, sem
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sem(self.backbone(x), "online")

@@ -8,8 +8,6 @@ the global one under DDP. With HEX enabled: L = α·L_HEX(z1, z2) + (1 − α)·
 
 from __future__ import annotations
 
-import torch
-
 from hexray.losses import LossOutput, cosine_regression_loss
 from hexray.methods.base import SSLMethod
 from hexray.methods.registry import register_method
@@ -20,29 +18,20 @@ from hexray.models import prediction_mlp, projection_mlp
 class BYOL(SSLMethod):
     def __init__(self, method, backbone, hex, sem, max_epochs) -> None:
         super().__init__(method, backbone, hex, sem, max_epochs)
-        self.projector = projection_mlp(self.feature_dim, method.proj_hidden_dim, method.proj_output_dim, 2)
-        self.sem, dim = self.make_sem(method.proj_output_dim)
+        self.sem, dim = self.make_sem()
+        self.projector = projection_mlp(dim, method.proj_hidden_dim, method.proj_output_dim, 2)
+        dim = method.proj_output_dim
         self.predictor = prediction_mlp(dim, method.pred_hidden_dim, dim, 2)
         self.add_target("backbone", "target_backbone")
         self.add_target("projector", "target_projector")
         if self.sem is not None:
             self.add_target("sem", "target_sem")
 
-    def _online(self, x):
-        h = self.backbone(x)
-        z = self.projector(h)
-        return h, (z if self.sem is None else self.sem(z, "online"))
-
-    @torch.no_grad()
-    def _target(self, x):
-        z = self.target_projector(self.target_backbone(x))
-        return z if self.sem is None else self.target_sem(z, "target")
-
     def compute(self, view1, view2, *, epoch, superclass) -> LossOutput:
-        h1, z1 = self._online(view1)
-        _, z2 = self._online(view2)
+        e1, z1 = self.project_online(view1)
+        _, z2 = self.project_online(view2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        t1, t2 = self._target(view1), self._target(view2)
+        t1, t2 = self.encode_target(view1), self.encode_target(view2)
         loss = (cosine_regression_loss(p1, t2) + cosine_regression_loss(p2, t1)) / 2
-        base = LossOutput(loss=loss, terms={"loss/byol": loss.detach()}, features=h1)
+        base = LossOutput(loss=loss, terms={"loss/byol": loss.detach()}, features=e1)
         return self.with_hex_auxiliary(base, z1, z2, epoch=epoch, superclass=superclass)

@@ -23,9 +23,9 @@ from hexray.models import prediction_mlp, projection_mlp
 class MoCoV3(SSLMethod):
     def __init__(self, method, backbone, hex, sem, max_epochs) -> None:
         super().__init__(method, backbone, hex, sem, max_epochs)
-        self.projector = projection_mlp(self.feature_dim, method.proj_hidden_dim, method.proj_output_dim, 3,
-                                        last_bn=True)
-        self.sem, dim = self.make_sem(method.proj_output_dim)
+        self.sem, dim = self.make_sem()
+        self.projector = projection_mlp(dim, method.proj_hidden_dim, method.proj_output_dim, 3, last_bn=True)
+        dim = method.proj_output_dim
         self.predictor = prediction_mlp(dim, method.pred_hidden_dim, dim, 2, last_bn=True)
         self.add_target("backbone", "target_backbone")
         self.add_target("projector", "target_projector")
@@ -33,29 +33,23 @@ class MoCoV3(SSLMethod):
             self.add_target("sem", "target_sem")
 
     def _query(self, x):
-        h = self.backbone(x)
-        z = self.projector(h)
-        if self.sem is not None:
-            z = self.sem(z, "online")
-        return h, F.normalize(self.predictor(z), dim=1)
+        e, z = self.project_online(x)
+        return e, F.normalize(self.predictor(z), dim=1)
 
     @torch.no_grad()
     def _key(self, x):
-        z = self.target_projector(self.target_backbone(x))
-        if self.sem is not None:
-            z = self.target_sem(z, "target")
-        return gather_no_grad(F.normalize(z, dim=1))
+        return gather_no_grad(F.normalize(self.encode_target(x), dim=1))
 
     def _ctr(self, q, k, epoch, labels) -> LossOutput:
         pos = torch.arange(q.shape[0], device=q.device)
         return self.contrastive(q, k, pos, None, epoch=epoch, labels_anchor=labels, labels_candidates=labels)
 
     def compute(self, view1, view2, *, epoch, superclass) -> LossOutput:
-        h1, q1 = self._query(view1)
+        e1, q1 = self._query(view1)
         _, q2 = self._query(view2)
         k1, k2 = self._key(view1), self._key(view2)
         q1, q2 = gather_with_grad(q1), gather_with_grad(q2)
         labels = None if superclass is None else gather_no_grad(superclass)
         a, b = self._ctr(q1, k2, epoch, labels), self._ctr(q2, k1, epoch, labels)
         terms = {k: (a.terms[k] + b.terms[k]) / 2 for k in a.terms}
-        return LossOutput(loss=(a.loss + b.loss) / 2, terms=terms, features=h1)
+        return LossOutput(loss=(a.loss + b.loss) / 2, terms=terms, features=e1)

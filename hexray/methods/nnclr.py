@@ -23,8 +23,9 @@ from hexray.models import prediction_mlp, projection_mlp
 class NNCLR(SSLMethod):
     def __init__(self, method, backbone, hex, sem, max_epochs) -> None:
         super().__init__(method, backbone, hex, sem, max_epochs)
-        self.projector = projection_mlp(self.feature_dim, method.proj_hidden_dim, method.proj_output_dim, 3)
-        self.sem, dim = self.make_sem(method.proj_output_dim)
+        self.sem, dim = self.make_sem()
+        self.projector = projection_mlp(dim, method.proj_hidden_dim, method.proj_output_dim, 3)
+        dim = method.proj_output_dim
         self.predictor = prediction_mlp(dim, method.pred_hidden_dim, dim, 2)
         self.register_buffer("queue", F.normalize(torch.randn(method.queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
@@ -44,7 +45,7 @@ class NNCLR(SSLMethod):
         self.queue_ptr.copy_((self.queue_ptr + z.shape[0]) % size)
 
     def compute(self, view1, view2, *, epoch, superclass) -> LossOutput:
-        h1, z1 = self.project_online(view1)
+        e1, z1 = self.project_online(view1)
         _, z2 = self.project_online(view2)
         z1n, z2n = F.normalize(z1.detach(), dim=1), F.normalize(z2.detach(), dim=1)
         nn1 = gather_no_grad(self.nearest_neighbour(z1n))
@@ -58,4 +59,4 @@ class NNCLR(SSLMethod):
         if self.training:
             self.enqueue(gather_no_grad(z1n))
         terms = {k: (a.terms[k] + b.terms[k]) / 2 for k in a.terms}
-        return LossOutput(loss=(a.loss + b.loss) / 2, terms=terms, features=h1)
+        return LossOutput(loss=(a.loss + b.loss) / 2, terms=terms, features=e1)

@@ -1,6 +1,7 @@
 """SimCLR (Chen et al. 2020): NT-Xent between the projections of two views over the global batch.
 
 With HEX enabled the NT-Xent denominator is replaced by HEX's local/global decomposition (design/HEX.md).
+With SEM: backbone → SEM (view 1 at τ_online, view 2 at τ_target) → projector → loss.
 """
 
 from __future__ import annotations
@@ -15,17 +16,13 @@ from hexray.models import projection_mlp
 class SimCLR(SSLMethod):
     def __init__(self, method, backbone, hex, sem, max_epochs) -> None:
         super().__init__(method, backbone, hex, sem, max_epochs)
-        self.projector = projection_mlp(self.feature_dim, method.proj_hidden_dim, method.proj_output_dim, 2)
-        self.sem, self.embed_dim = self.make_sem(method.proj_output_dim)
-
-    def embed(self, x):
-        h = self.backbone(x)
-        z = self.projector(h)
-        return h, (z if self.sem is None else self.sem(z, "online"))
+        self.sem, dim = self.make_sem()
+        self.projector = projection_mlp(dim, method.proj_hidden_dim, method.proj_output_dim, 2)
+        self.embed_dim = method.proj_output_dim
 
     def compute(self, view1, view2, *, epoch, superclass) -> LossOutput:
-        h1, z1 = self.embed(view1)
-        _, z2 = self.embed(view2)
+        e1, z1 = self.project_online(view1, "online")
+        _, z2 = self.project_online(view2, "target")  # SEM: the second view at τ_target (the SEM code's SimCLR)
         out = self.global_pairs(z1, z2, epoch=epoch, superclass=superclass)
-        out.features = h1
+        out.features = e1
         return out

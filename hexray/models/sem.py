@@ -2,7 +2,8 @@
 
     z = BN(W h),  W: d → L·V (no bias);   z̄_l = softmax(z_l / τ) for l = 1..L;   ẑ = concat(z̄_1, …, z̄_L)
 
-τ is `tau_online` on the online branch and `tau_target` on the target branch of momentum methods.
+τ is `tau_online` on the online branch and `tau_target` on the target branch of momentum methods (and on SimCLR's
+second view). Placement (SEM paper): backbone → SEMHead → projector; probes read the SEM embedding.
 """
 
 from __future__ import annotations
@@ -33,4 +34,5 @@ class SEMHead(nn.Module):
             raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
         tau = self.cfg.tau_online if branch == "online" else self.cfg.tau_target
         z = self.bn(self.linear(x)).view(x.shape[0], self.num_simplices, self.simplex_dim)
-        return torch.softmax(z.float() / tau, dim=-1).to(z.dtype).flatten(1)
+        wide = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z  # softmax at ≥ float32 under autocast
+        return torch.softmax(wide / tau, dim=-1).to(z.dtype).flatten(1)

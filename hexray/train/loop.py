@@ -90,7 +90,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     total_steps = steps_per_epoch * cfg.run.epochs
 
     method = build_method(cfg.method, cfg.backbone, cfg.hex, cfg.sem, max_epochs=cfg.run.epochs)
-    probe = OnlineProbe(method.feature_dim, num_classes, num_super) if cfg.probe.online else None
+    probe = OnlineProbe(method.probe_dim, num_classes, num_super) if cfg.probe.online else None
     module = TrainModule(method, probe)
     optimizer, scheduler, base_lr = build_optimization(module, cfg, steps_per_epoch, world)
     stepper = OptimizerStepper(optimizer, scheduler, accumulate=cfg.optim.accumulate_steps,
@@ -200,7 +200,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "data/corrupt": _corrupt_count(config.get("corrupt_key")), **placement}
         restored = {}
         if monitor is not None and (epoch_no % cfg.probe.knn_every_epochs == 0 or epoch_no == cfg.run.epochs):
-            last_monitor = monitor.evaluate(inner.method.backbone, inner.probe, device=device,
+            last_monitor = monitor.evaluate(inner.method.embedder(), inner.probe, device=device,
                                             channels_last=fast.channels_last)
         metrics.update(last_monitor)
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
