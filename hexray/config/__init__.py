@@ -41,7 +41,7 @@ __all__ = [
     "BackboneConfig", "CheckpointSection", "ConfigError", "DataConfig", "FastPathSection", "HexConfig",
     "MethodConfig", "ModelSection", "OptimConfig", "ProbeSection", "RunSection", "SEMConfig", "ScalingConfigSection",
     "ScalingSection", "TrainConfig", "apply_overrides", "config_from_dict", "config_to_dict", "default_config_path",
-    "load_config", "save_config",
+    "load_config", "preset_names", "resolve_config_path", "save_config",
 ]
 
 
@@ -97,6 +97,22 @@ class TrainConfig:
 def default_config_path() -> Path:
     """The embedded default config (`hexray/configs/default.yaml`), used when `hexray train` gets no file."""
     return Path(str(resources.files("hexray") / "configs" / "default.yaml"))
+
+
+def preset_names() -> list[str]:
+    """The configs shipped in `hexray/configs/` (default, the ImageNet reference presets, ...), without `.yaml`."""
+    return sorted(Path(str(f)).stem for f in resources.files("hexray").joinpath("configs").iterdir()
+                  if str(f).endswith(".yaml"))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML file path, or the name of a shipped preset (e.g. `imagenet-simclr-hex`)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if name_or_path in preset_names():
+        return Path(str(resources.files("hexray") / "configs" / f"{name_or_path}.yaml"))
+    raise FileNotFoundError(f"config file {name_or_path} does not exist (shipped presets: {', '.join(preset_names())})")
 
 
 def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:

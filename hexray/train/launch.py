@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 import ray.data
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
@@ -183,7 +183,19 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
             callbacks=[RunRecorder(run_dir, cfg.run.epochs), *(callbacks or [])],
         ),
         datasets=datasets,
+        dataset_config=ordered_ingest(),
     )
+
+
+def ordered_ingest() -> DataConfig:
+    """Train's data config with `preserve_order`: blocks reach the workers in the order the seeded file shuffle
+    put them, not in the order parallel tasks happen to finish. With the seeded local shuffle buffer and views
+    seeded by (seed, epoch, ids), two runs with one `run.seed` then see the same batches (a paired comparison,
+    whatever their method or HEX settings) on one worker; with several, Ray's split hands blocks to whichever
+    worker asks first, so the global batches can differ between runs."""
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return DataConfig(execution_options={"train": options})
 
 
 def _placement(run_dir: str) -> list[dict[str, Any]]:

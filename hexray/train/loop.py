@@ -9,6 +9,7 @@ restores the latest checkpoint if Ray hands one over, and trains epoch by epoch,
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import socket
@@ -130,7 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                              temperature=p.knn_temperature)
     views = _view_maker(config.get("views"))
     stream = _EpochStream(ray.train.get_dataset_shard("train"), batch_size=per_worker_batch, device=device,
-                          shuffle_buffer=cfg.data.shuffle_buffer)
+                          shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed)
     placement = _placement(rank)
     last_monitor: dict[str, float] = {}
 
@@ -139,7 +140,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         sums: dict[str, Any] = {}
         count, images, epoch_start = 0, 0, time.perf_counter()
         train_time, wait_time, first_batch = 0.0, 0.0, 0.0
-        batches = stream.next_epoch()
+        batches = stream.next_epoch(epoch)
+        order = hashlib.blake2b(digest_size=6)  # which images, in which order: equal in paired runs
         t0 = time.perf_counter()
         for i, batch in enumerate(batches):
             if i >= steps_per_epoch:
@@ -148,6 +150,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             wait_time += waited
             if i == 0:
                 first_batch = waited
+            order.update(batch["id"].detach().cpu().numpy().astype("<i8").tobytes())
             v1, v2 = views(batch["image"], batch["id"], epoch) if views else (batch["view1"], batch["view2"])
             if fast.channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
@@ -191,13 +194,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             t0 = time.perf_counter()
 
         if epoch + 1 < cfg.run.epochs:
-            stream.start_next()  # the next epoch's first batches load while the monitor, report and checkpoint run
+            stream.start_next(epoch + 1)  # next epoch loads while the monitor, report and checkpoint run
         epoch_no = epoch + 1
         metrics = {**_means(sums, count), **restored, "epoch": epoch_no, "step": step, "epoch_end": 1,
                    "lr": optimizer.param_groups[0]["lr"], "images_per_s": images / max(train_time, 1e-9),
                    "time/data_wait_frac": wait_time / max(train_time, 1e-9), "time/first_batch_s": first_batch,
                    "time/epoch_s": time.perf_counter() - epoch_start, "nan_skips": guard.skipped,
-                   "data/corrupt": _corrupt_count(config.get("corrupt_key")), **placement}
+                   "data/corrupt": _corrupt_count(config.get("corrupt_key")),
+                   "data/order_digest": float(int.from_bytes(order.digest(), "little")), **placement}
         restored = {}
         if monitor is not None and (epoch_no % cfg.probe.knn_every_epochs == 0 or epoch_no == cfg.run.epochs):
             last_monitor = monitor.evaluate(inner.method.embedder(), inner.probe, device=device,
@@ -213,17 +217,19 @@ class _EpochStream:
     background thread and waits there for its first batch: filling the local shuffle buffer and scheduling the
     first decode tasks took ~2 s per epoch on 2 cores, trainer time that the end-of-epoch work can hide."""
 
-    def __init__(self, shard: Any, *, batch_size: int, device: torch.device, shuffle_buffer: int) -> None:
-        self._open = lambda: iter(shard.iter_torch_batches(
+    def __init__(self, shard: Any, *, batch_size: int, device: torch.device, shuffle_buffer: int,
+                 seed: int = 0) -> None:
+        self._open = lambda epoch: iter(shard.iter_torch_batches(
             batch_size=batch_size, drop_last=True, prefetch_batches=2, device=device,
-            local_shuffle_buffer_size=shuffle_buffer or None))
+            local_shuffle_buffer_size=shuffle_buffer or None,
+            local_shuffle_seed=shuffle_seed(seed, epoch) if shuffle_buffer else None))
         self._thread: threading.Thread | None = None
         self._ready: dict[str, Any] = {}
 
-    def start_next(self) -> None:
+    def start_next(self, epoch: int) -> None:
         def load() -> None:
             try:
-                batches = self._open()
+                batches = self._open(epoch)
                 self._ready.update(batches=batches, first=next(batches, None))
             except BaseException as err:  # noqa: BLE001 - re-raised on the training thread by next_epoch()
                 self._ready["error"] = err
@@ -232,14 +238,19 @@ class _EpochStream:
         self._thread = threading.Thread(target=load, name="hexray-next-epoch", daemon=True)
         self._thread.start()
 
-    def next_epoch(self) -> Any:
+    def next_epoch(self, epoch: int) -> Any:
         if self._thread is None:
-            return self._open()
+            return self._open(epoch)
         self._thread.join()
         self._thread, ready = None, self._ready
         if "error" in ready:
             raise ready["error"]
         return itertools.chain([] if ready["first"] is None else [ready["first"]], ready["batches"])
+
+
+def shuffle_seed(seed: int, epoch: int) -> int:
+    """The local shuffle buffer's seed for one epoch of a run: the same in every run with this `run.seed`."""
+    return (seed * 1_000_003 + epoch) % (2**31)
 
 
 def _view_maker(fields: dict[str, Any] | None) -> ViewMaker | None:
