@@ -192,3 +192,37 @@ def test_conversion_keeps_the_parameters_an_optimizer_already_holds():
     net = _bn_net()
     before = {id(p) for p in net.parameters()}
     assert {id(p) for p in hd.convert_sync_batchnorm(net, "cpu").parameters()} == before
+
+
+def _simclr(negatives: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_method(MethodConfig(name="simclr", proj_hidden_dim=32, proj_output_dim=16),
+                        BackboneConfig(name="convnet", in_channels=1, width=4),
+                        HexConfig(warmup_epochs=0, negatives=negatives), SEMConfig(), max_epochs=10).double().eval()
+
+
+def _negatives_worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        v1, v2, _ = _batch()
+        mine = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+        losses = {neg: _simclr(neg)(v1[mine], v2[mine], epoch=1).loss.detach() for neg in ("local", "global")}
+        torch.save(losses, os.path.join(out_dir, f"neg{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_local_negatives_see_only_the_workers_own_batch(tmp_path):
+    # the reference code does not gather: each device's loss is over its own images
+    mp.spawn(_negatives_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    v1, v2, _ = _batch()
+    joint = _simclr("global")(v1, v2, epoch=1).loss
+    for r in range(2):
+        got = torch.load(tmp_path / f"neg{r}.pt")
+        mine = slice(r * PER_RANK, (r + 1) * PER_RANK)
+        torch.testing.assert_close(got["local"], _simclr("local")(v1[mine], v2[mine], epoch=1).loss.detach())
+        torch.testing.assert_close(got["global"], joint.detach())
+        assert not torch.allclose(got["local"], joint.detach())

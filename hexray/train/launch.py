@@ -8,6 +8,7 @@ checkpoint (`ray.train.get_checkpoint()` in the loop), which is what `hexray tra
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -193,7 +194,7 @@ def ordered_ingest() -> DataConfig:
     seeded by (seed, epoch, ids), two runs with one `run.seed` then see the same batches (a paired comparison,
     whatever their method or HEX settings) on one worker; with several, Ray's split hands blocks to whichever
     worker asks first, so the global batches can differ between runs."""
-    options = DataConfig.default_ingest_options()
+    options = copy.deepcopy(ray.data.DataContext.get_current().execution_options)  # Train's default: the context's
     options.preserve_order = True
     return DataConfig(execution_options={"train": options})
 
