@@ -33,7 +33,7 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     exp = tmp_path / "sweeps" / "smoke"
     assert "sweep 'smoke': 4 trials" in out and "best config:" in out
     table = pd.read_csv(exp / "sweep_results.csv")
-    assert len(table) == 4 and set(table.columns) >= {"hex.local_weight", "hex.threshold", "probe/online_top1 (best)"}
+    assert len(table) == 4 and set(table.columns) >= {"hex.variant", "hex.threshold", "probe/online_top1 (best)"}
     assert (table["status"] == "TERMINATED").all()
     assert pd.read_parquet(exp / "sweep_results.parquet").shape == table.shape
     for plot in ("metric_vs_params.png", "metric_curves.png"):
