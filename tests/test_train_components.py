@@ -220,6 +220,10 @@ def test_k_accumulated_micro_batches_equal_one_step_on_the_joint_batch(optimizer
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert big_step.scheduler.last_epoch == small_step.scheduler.last_epoch == 3
     assert small_step.steps_after(1, batches_per_epoch=2)  # an epoch's short last group steps too
+    small_step.backward(((small(x[0]) - y[0]) ** 2).mean())
+    assert small_step.pending == 1  # what the loop flushes when a stream ends inside a group
+    small_step.step()
+    assert small_step.pending == 0
 
 
 def test_fp16_grad_scaler_path_trains_on_cpu():

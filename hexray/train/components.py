@@ -110,10 +110,14 @@ class OptimizerStepper:
         """Whether micro-batch `index` (0-based, within its epoch) closes an accumulation group."""
         return (index + 1) % self.accumulate == 0 or index + 1 == batches_per_epoch
 
+    pending = 0  # micro-batches backpropagated since the last optimizer step
+
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss / self.accumulate).backward()
+        self.pending += 1
 
     def step(self) -> None:
+        self.pending = 0
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.clip_params, self.grad_clip)

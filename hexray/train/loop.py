@@ -193,6 +193,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 restored = {}
             t0 = time.perf_counter()
 
+        if stepper.pending:  # the stream ended inside an accumulation group: its gradients stay in this epoch
+            stepper.step()
+            inner.method.momentum_update(min(1.0, step / total_steps))
         if epoch + 1 < cfg.run.epochs:
             stream.start_next(epoch + 1)  # next epoch loads while the monitor, report and checkpoint run
         epoch_no = epoch + 1
