@@ -52,7 +52,6 @@ class SSLMethod(nn.Module):
         self.in_channels = backbone.in_channels
         self.backbone, self.feature_dim = build_backbone(backbone)
         self.sem: SEMHead | None = None
-        self.probe_dim = self.feature_dim  # width of `LossOutput.features` (the SEM embedding when SEM is on)
         self.hex_loss = HEXLoss(hex, max_epochs) if hex.enabled else None
         self._targets: list[tuple[str, str]] = []
         self.momentum = method.momentum_base
@@ -64,8 +63,12 @@ class SSLMethod(nn.Module):
         if not self.sem_cfg.enabled:
             return None, self.feature_dim
         head = SEMHead(self.feature_dim, self.sem_cfg)
-        self.probe_dim = head.output_dim
         return head, head.output_dim
+
+    @property
+    def probe_dim(self) -> int:
+        """Width of `LossOutput.features`, what the online probe reads: the SEM embedding's when SEM is on."""
+        return self.feature_dim if self.sem is None else self.sem.output_dim
 
     def encode(self, x, branch: str = "online"):  # noqa: ANN001, ANN201
         """Backbone features, through the SEM embedder (temperature of `branch`) when SEM is on: what the projector

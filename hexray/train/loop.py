@@ -150,8 +150,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             wait_time += waited
             if i == 0:
                 first_batch = waited
-            order.update(batch["id"].detach().cpu().numpy().astype("<i8").tobytes())
-            v1, v2 = views(batch["image"], batch["id"], epoch) if views else (batch["view1"], batch["view2"])
+            ids = batch["id"].detach().cpu().numpy()  # once per batch: the digest and the views' seed both read it
+            order.update(ids.astype("<i8").tobytes())
+            v1, v2 = views(batch["image"], ids, epoch) if views else (batch["view1"], batch["view2"])
             if fast.channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
