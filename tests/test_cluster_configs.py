@@ -149,7 +149,9 @@ def test_onprem_uses_local_provider_with_ips() -> None:
 
 def _container(group: dict[str, Any]) -> dict[str, Any]:
     containers = group["template"]["spec"]["containers"]
-    assert containers and containers[0]["image"].startswith("rayproject/ray:")
+    image = containers[0]["image"] if containers else ""
+    name, _, tag = image.rpartition(":")
+    assert "hexray" in name and tag and tag != "latest", f"pods must run a pinned hexray image, got {image!r}"
     return containers[0]
 
 
@@ -182,14 +184,24 @@ def test_kuberay_start_params_are_strings_and_valid_flags() -> None:
         _ray_start_params("ray start " + " ".join(shlex.quote(a) for a in args))
 
 
-def test_kuberay_pods_install_hexray_and_size_shm() -> None:
+def test_dockerfile_pins_rays_image_and_installs_hexray() -> None:
+    text = (CLUSTER_DIR / "Dockerfile").read_text()
+    base = re.search(r"^ARG RAY_IMAGE=(\S+)$", text, re.M)
+    assert base and base.group(1).startswith(f"rayproject/ray:{_load(KUBERAY_FILE)['spec']['rayVersion']}-")
+    assert "FROM ${RAY_IMAGE}" in text and re.search(r"^RUN pip install .*\.", text, re.M)
+    assert "COPY" in text and "hexray" in text
+
+
+def test_kuberay_pods_run_the_hexray_image_and_size_shm() -> None:
     manifest = _load(KUBERAY_FILE)
     assert manifest["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
     spec = manifest["spec"]
     for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
         container = _container(group)
         command = " ".join(container.get("command", []) + container.get("args", []))
-        assert "pip install" in command and "hexray" in command
+        assert "pip install" not in command, "hexray comes with the image, not from a branch at pod start"
+        assert not any("persistentVolumeClaim" in v for v in group["template"]["spec"]["volumes"]), \
+            "storage is object storage: no shared volume"
         assert "$KUBERAY_GEN_RAY_START_CMD" in command, "the generated `ray start` must still run"
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
