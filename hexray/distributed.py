@@ -92,6 +92,31 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
         return _all_gather_cat(x.detach())[0]
 
 
+def gather_to_first(x: torch.Tensor) -> torch.Tensor | None:
+    """Concatenate a detached `x` (N_r × ..., uneven N_r allowed) over ranks in rank order on rank 0 only;
+    other ranks get None. For evaluation features: only rank 0 scores them, so only it holds the whole set."""
+    if not is_initialized() or world_size() == 1:
+        return x.detach()
+    with torch.no_grad():
+        x = x.detach().contiguous()
+        sizes = _sizes(x)
+        biggest = max(sizes)
+        if biggest != x.shape[0]:
+            x = torch.cat([x, x.new_zeros((biggest - x.shape[0], *x.shape[1:]))])
+        out = [torch.empty_like(x) for _ in sizes] if rank() == 0 else None
+        dist.gather(x, out, dst=0)
+        return torch.cat([t[:s] for t, s in zip(out, sizes, strict=True)]) if out is not None else None
+
+
+def sum_over_workers(x: torch.Tensor) -> torch.Tensor:
+    """Σ over ranks of a detached tensor, on every rank (epoch metrics: sums and counts of all workers)."""
+    if not is_initialized() or world_size() == 1:
+        return x.detach()
+    out = x.detach().contiguous().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
 class _AllReduceSum(torch.autograd.Function):
     """Forward: Σ_r x_r on every rank. Backward: Σ_r of the incoming gradients (each rank's loss used the sum)."""
 

@@ -79,9 +79,17 @@ def cluster_env(temp_dir: Path, extra: Mapping[str, str] | None = None) -> dict[
     return env
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def _start(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+
+
+def node_home(base_dir: Path, role: str) -> Path:
+    """Each node's own HOME and working directory: like two machines, they share no local disk (their
+    processes — raylet, workers, job drivers — inherit it), so files can only travel through storage both see."""
+    home = Path(base_dir) / f"{role}-home"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
 
 
 def _wait_for(check, what: str, timeout: float, procs: list[subprocess.Popen], log_dir: Path) -> None:
@@ -222,9 +230,11 @@ def two_node_cluster(
     )
     token = full_env["RAY_AUTH_TOKEN"]
     try:
-        cluster.procs.append(_start(head_cmd, full_env, log_dir / "head.log"))
+        head_home, worker_home = node_home(base_dir, "head"), node_home(base_dir, "worker")
+        cluster.procs.append(_start(head_cmd, {**full_env, "HOME": str(head_home)}, log_dir / "head.log", head_home))
         _wait_for(lambda: len(_alive_nodes(cluster.dashboard_url, token)) >= 1, "head", timeout, cluster.procs, log_dir)
-        cluster.procs.append(_start(worker_cmd, full_env, log_dir / "worker.log"))
+        cluster.procs.append(_start(worker_cmd, {**full_env, "HOME": str(worker_home)}, log_dir / "worker.log",
+                                    worker_home))
         _wait_for(
             lambda: len(_alive_nodes(cluster.dashboard_url, token)) >= 2, "worker node", timeout, cluster.procs, log_dir
         )

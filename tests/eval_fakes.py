@@ -108,9 +108,9 @@ def _method(cfg: dict) -> TinyMethod:
     return TinyMethod()
 
 
-def fake_restore(run: Path, checkpoint: str | None) -> RestoredRun:
+def fake_restore(run, checkpoint: str | None) -> RestoredRun:  # noqa: ANN001 - a StoragePath of a local run
     """What `restore_run` returns, built from the fake's state.pt without the methods registry."""
-    ckpt = Path(checkpoint) if checkpoint else sorted(run.glob("checkpoint_*"))[-1]
+    ckpt = Path(checkpoint) if checkpoint else sorted(Path(str(run)).glob("checkpoint_*"))[-1]
     state = torch.load(ckpt / "state.pt", weights_only=False)
     method = _method(state["config"])
     method.load_state_dict(state["method"])

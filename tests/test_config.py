@@ -49,7 +49,8 @@ def test_yaml_round_trip(tmp_path):
     assert again == cfg
     assert config_to_dict(again) == config_to_dict(cfg)
     assert list(config_to_dict(cfg)) == [
-        "method", "backbone", "model", "sem", "hex", "data", "optim", "scaling", "checkpoint", "probe", "fast", "run",
+        "method", "backbone", "model", "sem", "hex", "data", "optim", "scaling", "checkpoint", "probe", "eval", "fast",
+        "run",
     ]
 
 

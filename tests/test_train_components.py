@@ -4,6 +4,7 @@ the NaN guard, the online probe, and the metrics CSV / progress line. No Ray."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,7 +97,7 @@ def test_checkpoint_roundtrip_and_ordering(tmp_path):
                                                             "config": {}})
     (tmp_path / "checkpoint_epoch0099").mkdir()  # no state file: ignored
     found = find_checkpoints(tmp_path)
-    assert [p.name for p in found] == ["checkpoint_epoch0001", "checkpoint_epoch0002", "checkpoint_epoch0010"]
+    assert [Path(p).name for p in found] == ["checkpoint_epoch0001", "checkpoint_epoch0002", "checkpoint_epoch0010"]
     assert resolve_checkpoint(tmp_path) == found[-1]
     assert load_state(found[1])["step"] == 14
 

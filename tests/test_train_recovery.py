@@ -72,3 +72,17 @@ def test_nan_loss_stops_naming_step_and_term(ray_session, tmp_path, monkeypatch)
     monkeypatch.setenv("HEXRAY_TEST_NAN_AT_STEP", "2")
     with pytest.raises(ValueError, match=r"step 2 .*term 'loss/"):
         run_training(load_config(None, sets), final_eval=False)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_stalled_worker_fails_the_collective_with_a_message_naming_the_timeout(ray_session, tmp_path, monkeypatch):
+    from hexray.config import load_config
+    from hexray.train.launch import run_training
+
+    sets = synthetic_overrides(tmp_path, "stall", **{
+        "run.epochs": 1, "probe.knn_every_epochs": 0, "checkpoint.metric": "loss", "checkpoint.mode": "min",
+        "scaling.num_workers": 2, "scaling.cpus_per_worker": 0.25, "scaling.collective_timeout_s": 5})
+    monkeypatch.setenv("HEXRAY_TEST_STALL_LAST_RANK_S", "60")  # rank 1 sleeps; rank 0 waits in all-gather
+    with pytest.raises(ValueError, match=r"waited longer than scaling.collective_timeout_s = 5 s"):
+        run_training(load_config(None, sets), final_eval=False)

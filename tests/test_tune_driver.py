@@ -142,5 +142,5 @@ def test_pbt_restarts_weak_trials_from_strong_trials_checkpoints(ray_session, tm
     assert (exploited["restored_from"] != "").all()
     starts = _starts(log_dir)
     assert any("-from-" in s for s in starts) and len(starts) > 2
-    states = [json.loads(p.read_text()) for p in Path(prepared.experiment_dir).rglob("state.json")]
+    states = [json.loads(p.read_text()) for p in Path(str(prepared.experiment_dir)).rglob("state.json")]
     assert states and max(s["epoch"] for s in states) == 4

@@ -145,7 +145,7 @@ def test_base_config_is_relative_to_the_sweep_file(tmp_path):
     spec = load_sweep(_write(sub, {"base_config": "../cfgs/base.yaml", "space": {"hex.alpha": {"choice": [0.1]}}}))
     prepared = prepare_sweep(spec, storage_path=str(tmp_path / "out"))
     assert prepared.base["hex"]["beta"] == 0.25
-    assert prepared.experiment_dir == (tmp_path / "out" / "s").resolve()
+    assert str(prepared.experiment_dir) == str((tmp_path / "out" / "s").resolve())
 
 
 def test_optuna_missing_is_a_clear_error(tmp_path, monkeypatch):
@@ -198,3 +198,34 @@ def test_pbt_choice_mutations_stay_on_the_listed_values():
         "hex.beta": {"choice": [0.5, 1.0]}, "optim.lr": {"loguniform": [0.01, 1.0]}}})
     mutations = pbt_mutations(spec)
     assert mutations["hex.beta"] == [0.5, 1.0] and hasattr(mutations["optim.lr"], "sample")
+
+
+@pytest.mark.parametrize(("scheduler", "epochs", "message"), [
+    ({"kind": "asha", "max_t": 10}, 3, r"scheduler.max_t: 10 exceeds run.epochs \(3\)"),
+    ({"kind": "asha", "max_t": 3, "grace_period": 4}, 3, r"scheduler.grace_period: 4 exceeds scheduler.max_t"),
+    ({"kind": "pbt", "perturbation_interval": 3, "hyperparam_mutations": {"hex.beta": {"uniform": [0, 1]}}}, 3,
+     r"perturbation_interval: 3 >= run.epochs \(3\)"),
+])
+def test_scheduler_settings_are_checked_against_the_run_length(scheduler, epochs, message):
+    spec = _spec(scheduler=scheduler, overrides={"run.epochs": epochs})
+    with pytest.raises(SweepError, match=message):
+        prepare_sweep(spec, storage_path="/tmp/unused")
+    searched = _spec(scheduler={"kind": "asha", "max_t": 3}, space={"run.epochs": {"choice": [2, 3]}})
+    with pytest.raises(SweepError, match=r"max_t: 3 exceeds run.epochs \(2\)"):  # the shortest searched run
+        prepare_sweep(searched, storage_path="/tmp/unused")
+
+
+def test_trial_drivers_default_to_the_head_nodes_custom_resource():
+    from hexray.train.launch import LOCAL_DRIVER_RESOURCE
+    from hexray.tune.spec import DRIVER_RESOURCE
+
+    assert _spec().trial.driver_resources == {DRIVER_RESOURCE: 0.01} and LOCAL_DRIVER_RESOURCE == DRIVER_RESOURCE
+    for name in ("aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml"):  # every launcher's head declares it, only it
+        cluster = yaml.safe_load((SWEEPS.parent / "cluster" / name).read_text())
+        types = cluster.get("available_node_types", {})
+        head = types.get(cluster.get("head_node_type"), {}).get("resources", {})
+        assert DRIVER_RESOURCE in head or any(DRIVER_RESOURCE in c for c in cluster["head_start_ray_commands"]), name
+        assert not any(DRIVER_RESOURCE in c for c in cluster["worker_start_ray_commands"]), name
+        assert all(DRIVER_RESOURCE not in t.get("resources", {}) for n, t in types.items() if n != "head"), name
+    kuberay = yaml.safe_load((SWEEPS.parent / "cluster" / "kuberay.yaml").read_text())["spec"]
+    assert DRIVER_RESOURCE in kuberay["headGroupSpec"]["rayStartParams"]["resources"]

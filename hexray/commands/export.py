@@ -9,27 +9,26 @@ keys are hexray's convnet's.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="write a run's backbone weights (torchvision-compatible)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", help="run directory or one checkpoint directory")
-    parser.add_argument("out", help="output .pt file (a state dict)")
+    parser.add_argument("run_dir", help="run directory or one checkpoint directory (local or s3://, gs://)")
+    parser.add_argument("out", help="output .pt file (a state dict; local or a URI)")
     parser.set_defaults(func=_run)
 
 
 def export_backbone(run_dir: str, out: str) -> dict:
     """Save the backbone state dict of the run's latest checkpoint to `out`; returns a small description."""
-    import torch
 
     from hexray.train.checkpoint import restore_method
 
     method, cfg, epoch = restore_method(run_dir)
+    from hexray import storage
+
     state = {k: v.detach().cpu().clone() for k, v in method.backbone.state_dict().items()}
-    Path(out).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, Path(out).expanduser())
+    storage.torch_save(state, out)  # a local file or a URI (s3://bucket/weights.pt)
     return {"backbone": cfg.backbone.name, "epoch": epoch, "tensors": len(state)}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +62,7 @@ def write_outputs(results, prepared) -> str:
     spec = prepared.spec
     report = report_results(results, spec, prepared.base, prepared.experiment_dir)
     plots = write_plots(report.table, report.curves, spec.searched_keys(), spec.metric, prepared.experiment_dir)
-    return summarize(report, spec) + "\nplots: " + ", ".join(str(Path(p).name) for p in plots)
+    return summarize(report, spec) + "\nplots: " + ", ".join(p.name for p in plots)
 
 
 def _ensure_ray(num_cpus: float | None) -> None:

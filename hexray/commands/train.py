@@ -1,9 +1,10 @@
 """`hexray train [CONFIG.yaml] [--set key=value ...] [--resume RUN_DIR]`: pretrain on Ray.
 
 No config → the embedded default (SimCLR + HEX on Fashion-MNIST, local Ray). CONFIG is a YAML file or a shipped
-preset's name (imagenet-simclr-hex, imagenet-simclr, fashion-mnist-long). `--resume RUN_DIR` continues a stopped run
-from its latest checkpoint, with that run's saved config (plus any --set overrides). `--check` validates the config
-and prints the resolved tree without starting anything.
+preset's name (imagenet-simclr-hex, imagenet-simclr, fashion-mnist-long). `--resume RUN_DIR` (a local path or a
+URI such as s3://bucket/runs/NAME) continues a stopped run from its latest checkpoint, with that run's saved
+config (plus any --set overrides). `--check` validates the config and prints the resolved tree without starting
+anything.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config:
             raise ValueError("give either CONFIG or --resume RUN_DIR (a resumed run uses its saved config.yaml)")
-        config_path = Path(args.resume).expanduser() / "config.yaml"
-        if not config_path.is_file():
+        from hexray import storage
+
+        config_path = storage.join(storage.normalize(args.resume), "config.yaml")  # local or s3://.../RUN
+        if not storage.is_file(config_path):
             raise FileNotFoundError(f"--resume: {args.resume} is not a run directory (no config.yaml)")
-        cfg = load_config(str(config_path), args.overrides)
+        cfg = load_config(config_path, args.overrides)
     else:
         cfg = load_config(resolve_config_path(args.config) if args.config else None, args.overrides)
     if args.check:
@@ -46,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     from hexray.train.launch import run_training
 
     result = run_training(cfg, resume_dir=args.resume, final_eval=not args.no_eval)
-    print(f"summary: {Path(result.run_dir) / 'summary.json'}", file=sys.stderr)
+    print(f"summary: {result.run_dir.rstrip('/')}/summary.json", file=sys.stderr)
     if not args.no_eval:
         ev = result.summary.get("evaluation", {})
         print(json.dumps({k: {m: round(v, 4) for m, v in r.items()} for k, r in ev.items()}), file=sys.stderr)
@@ -65,7 +68,17 @@ def _check(cfg) -> int:  # noqa: ANN001
         where = {True: "found here", False: "not found on this machine (needed where the run reads data)",
                  None: "object storage: read by the run's nodes"}[here]
         print(f"# data.path {d.path}: {where}")
+    if d.root:
+        from hexray import storage
+
+        remote = storage.is_remote(d.root)
+        found = None if remote else storage.is_file(storage.join(storage.normalize(d.root), "manifest.json"))
+        where = {True: "a shard folder (manifest.json found here)", None: "object storage: read by the run's nodes",
+                 False: "no manifest.json here (write it with `hexray shard SRC OUT`, or mount it where the run reads"
+                        " data)"}[found]
+        print(f"# data.root {d.root}: {where}")
     steps = f"{d.batch_size} x {cfg.optim.accumulate_steps}" if cfg.optim.accumulate_steps > 1 else str(d.batch_size)
-    print(f"# config OK: {cfg.method.name} on {d.dataset}, {cfg.run.epochs} epochs, {steps} images per optimizer step, "
+    print(f"# config OK: {cfg.method.name} on {d.root or d.dataset}, {cfg.run.epochs} epochs, "
+          f"{steps} images per optimizer step, "
           f"HEX {'on (' + cfg.hex.variant + ', ' + cfg.hex.threshold + ')' if cfg.hex.enabled else 'off'}")
     return 0

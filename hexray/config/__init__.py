@@ -22,6 +22,7 @@ from hexray.config.binding import ConfigError, build_dataclass, to_plain
 from hexray.config.sections import (
     CheckpointSection,
     DataConfig,
+    EvalSection,
     FastPathSection,
     ModelSection,
     OptimConfig,
@@ -60,6 +61,7 @@ class TrainConfig:
     scaling: ScalingSection = field(default_factory=ScalingSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     probe: ProbeSection = field(default_factory=ProbeSection)
+    eval: EvalSection = field(default_factory=EvalSection)
     fast: FastPathSection = field(default_factory=FastPathSection)
     run: RunSection = field(default_factory=RunSection)
 
@@ -131,19 +133,20 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return to_plain(cfg)
 
 
-def save_config(cfg: TrainConfig, path: str | Path) -> Path:
-    """Write `cfg` as YAML; `load_config(path)` returns an equal TrainConfig."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_yaml(config_to_dict(cfg)), encoding="utf-8")
-    return path
+def save_config(cfg: TrainConfig, path: str | Path) -> str:
+    """Write `cfg` as YAML to a local path or a URI; `load_config(path)` returns an equal TrainConfig."""
+    from hexray import storage
+
+    location = storage.normalize(str(path))
+    storage.write_text(location, dump_yaml(config_to_dict(cfg)))
+    return location
 
 
 def load_config(
     path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()
 ) -> TrainConfig:
     """Read a YAML config (None → the embedded default), apply `key.path=value` overrides, validate."""
-    source = default_config_path() if path is None else Path(path)
+    source = default_config_path() if path is None else path
     data = read_yaml_mapping(source)
     return config_from_dict(apply_overrides(data, overrides))
 

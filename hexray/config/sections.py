@@ -36,6 +36,12 @@ class DataConfig:
 
     dataset: a `hexray.data.registry` name (fashion-mnist, imagenet, folder, synthetic-hierarchy); `path` is the
     user's files for imagenet/folder; `options` go to `prepare_dataset` (e.g. synthetic-hierarchy's sizes).
+    Its shards are written on first use into `cache_dir` (default ~/.cache/hexray; a URI such as s3://b/cache
+    puts them where every node can read them).
+    eval_split: where kNN monitors and the final table score; None = the dataset's validation split (`val`,
+    else `validation`, else `test`: `validation_split`).
+    root: instead of dataset/path/options, a folder `hexray shard` wrote — local, file://, s3://, gs:// — read
+    directly by whichever node runs the read (no local copy); its manifest names the classes and hierarchy.
     batch_size is the GLOBAL batch over all workers (each worker gets batch_size / scaling.num_workers), because
     contrastive losses gather negatives over the whole global batch.
     augment_in: where the two views are made. `pipeline`: Ray Data's CPU map tasks decode and augment, the
@@ -47,12 +53,13 @@ class DataConfig:
     dataset: str = "fashion-mnist"
     path: str | None = None
     cache_dir: str | None = None
+    root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     image_size: int = 28
     recipe: Literal["simclr", "byol", "simclr_small"] = "simclr"
     batch_size: int = 256
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str | None = None
     limit_train: int | None = None
     limit_eval: int | None = None
     shuffle_buffer: int = 4096
@@ -61,13 +68,32 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.dataset), "data.dataset must name a dataset, got ''")
+        _require(not (self.root and self.path),
+                 "data.root and data.path exclude each other: root is a folder of shards (`hexray shard` output), "
+                 "path the images of data.dataset; give one")
         _require(
-            self.dataset not in PATH_DATASETS or bool(self.path),
+            bool(self.root) or self.dataset not in PATH_DATASETS or bool(self.path),
             f"data.path is required for data.dataset={self.dataset!r} (the directory holding its images)",
         )
         _positive("data", self, "image_size", "batch_size", "limit_train", "limit_eval", "decode_size")
         _non_negative("data", self, "shuffle_buffer")
-        _require(bool(self.train_split) and bool(self.eval_split), "data.train_split and data.eval_split must be set")
+        _require(bool(self.train_split), "data.train_split must be set")
+        _require(self.eval_split is None or bool(self.eval_split), "data.eval_split must name a split or be null")
+
+    def validation_split(self, splits: Any) -> str:
+        """`eval_split`, or the dataset's validation split among `splits` (names in its manifest)."""
+        if self.eval_split:
+            return self.eval_split
+        for name in ("val", "validation", "test"):
+            if name in splits:
+                return name
+        raise ValueError(f"data.eval_split: the dataset has no val/validation/test split (it has "
+                         f"{', '.join(sorted(splits))}); name the split to score on")
+
+    @property
+    def label(self) -> str:
+        """What a run trains on, in run names and messages: the dataset, or the shard root's last folder."""
+        return self.root.rstrip("/").rsplit("/", 1)[-1] if self.root else self.dataset
 
 
 @dataclass
@@ -122,6 +148,8 @@ class ScalingSection:
     cpus_per_worker: None = auto (a fraction of a CPU on small machines, so Ray Data keeps CPUs for decoding).
     resources_per_worker: extra custom Ray resources, e.g. {"accelerator_type:H100": 0.001}.
     placement_strategy: Ray placement-group strategy for the workers.
+    collective_timeout_s: how long a rank waits in a collective (NCCL/gloo all-gather of negatives, all-reduce of
+      gradients) before the run fails with a message naming this key, instead of hanging on a dead or stalled peer.
     """
 
     num_workers: int = 1
@@ -130,9 +158,10 @@ class ScalingSection:
     gpus_per_worker: float = 1.0
     resources_per_worker: dict[str, float] = field(default_factory=dict)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    collective_timeout_s: int = 1800
 
     def __post_init__(self) -> None:
-        _positive("scaling", self, "num_workers", "cpus_per_worker", "gpus_per_worker")
+        _positive("scaling", self, "num_workers", "cpus_per_worker", "gpus_per_worker", "collective_timeout_s")
         for key, amount in self.resources_per_worker.items():
             _require(amount >= 0, f"scaling.resources_per_worker.{key} must be >= 0, got {amount!r}")
 
@@ -177,6 +206,30 @@ class ProbeSection:
     def __post_init__(self) -> None:
         _positive("probe", self, "online_lr", "knn_k", "knn_temperature", "knn_train_limit", "knn_eval_limit")
         _non_negative("probe", self, "knn_every_epochs")
+
+
+@dataclass
+class EvalSection:
+    """The end-of-run table: kNN@20 and a linear probe on the pretrained backbone, a random-init copy and raw pixels.
+
+    The training workers compute it in parallel, each over its share of the sample (whole shards, round-robin);
+    rank 0 scores the gathered features; the driver only prints the numbers. Memory therefore scales with these
+    caps, never with the dataset: bank_size training images form the kNN bank and the probe's training set
+    (100k by default, as kNN evaluations of ImageNet usually use; None = the whole split, also capped by
+    data.limit_train), query_size eval-split images are scored (None = all, also capped by data.limit_eval).
+    probe_train_size: of the bank, how many train the linear probe (None = all of it).
+    raw_pixels_side: raw-pixel features are average-pooled to at most this side (28-px Fashion-MNIST stays as is;
+      a 224-px ImageNet image becomes 32×32×3, not 150 528 values per image).
+    """
+
+    bank_size: int | None = 100_000
+    query_size: int | None = None
+    probe_train_size: int | None = None
+    probe_epochs: int = 30
+    raw_pixels_side: int = 32
+
+    def __post_init__(self) -> None:
+        _positive("eval", self, "bank_size", "query_size", "probe_train_size", "probe_epochs", "raw_pixels_side")
 
 
 @dataclass

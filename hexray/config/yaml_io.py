@@ -67,11 +67,13 @@ def parse_yaml(text: str, source: str) -> Any:
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file whose top level is a mapping (an empty file is an empty mapping)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    """Read a YAML file (local path or URI) whose top level is a mapping (an empty file is an empty mapping)."""
+    from hexray import storage
+
+    path = storage.normalize(str(path))  # a local file or a URI (a run directory on object storage)
+    if not storage.is_file(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    data = parse_yaml(storage.read_text(path), path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from hexray import storage
+
 MANIFEST_NAME = "manifest.json"
 FORMAT = "hexray-shards/1"
 _CHUNK = 1 << 22
@@ -104,11 +106,7 @@ def join(root: str, rel: str) -> str:
 
 def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path or a URI such as s3://bucket/prefix."""
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    import os
-
-    return pafs.LocalFileSystem(), os.path.abspath(root)
+    return storage.resolve(root)
 
 
 def load_manifest(root: str) -> Manifest:
@@ -122,8 +120,7 @@ def load_manifest(root: str) -> Manifest:
             d = json.loads(f.read().decode("utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{join(root, MANIFEST_NAME)} is not valid JSON: {err}") from err
-    uri_root = root if "://" in root else base
-    return Manifest.from_dict(d, uri_root)
+    return Manifest.from_dict(d, storage.normalize(root))
 
 
 def sha256_file(fs: pafs.FileSystem, path: str) -> str:

@@ -3,7 +3,9 @@
 `prepare_dataset("fashion-mnist")` reads the Debian package's IDX files (`dataset-fashion-mnist`, installed under
 /usr/share/datasets/fashion-mnist) or downloads them with torchvision into the cache; `imagenet` and `folder`
 shard an ImageFolder tree; `synthetic-hierarchy` renders the generator in `synthetic.py`.
-Cache: `$HEXRAY_CACHE` or `~/.cache/hexray`; shards go to `<cache>/shards/<name>[-<options>]`.
+Cache: `data.cache_dir`, `$HEXRAY_CACHE` or `~/.cache/hexray`; shards go to `<cache>/shards/<name>[-<options>]`.
+The cache may be a URI (s3://bucket/cache): the driver then writes the shards there once and every node reads
+them from there. `data.root` skips all of this and reads a folder `hexray shard` wrote (`dataset_root`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hexray import storage
 from hexray.data.manifest import MANIFEST_NAME, load_manifest
 from hexray.data.sources import Source, folder_source, idx_source, synthetic_source
 from hexray.data.synthetic import SyntheticSpec
@@ -30,8 +33,15 @@ FASHION_MNIST_SUPERCLASSES = {
 }
 
 
-def cache_root(cache_dir: str | None = None) -> Path:
-    return Path(cache_dir or os.environ.get("HEXRAY_CACHE") or Path.home() / ".cache" / "hexray")
+def cache_root(cache_dir: str | None = None) -> str:
+    """The cache location: a local directory or a URI, as given."""
+    return storage.normalize(cache_dir or os.environ.get("HEXRAY_CACHE") or str(Path.home() / ".cache" / "hexray"))
+
+
+def local_cache_root(cache_dir: str | None = None) -> Path:
+    """Where downloads go: the cache when it is local, else the default local cache."""
+    root = cache_root(cache_dir)
+    return Path(root) if not storage.is_remote(root) else Path.home() / ".cache" / "hexray"
 
 
 def attach_hierarchy(source: Source, groups: dict[str, list[str]]) -> Source:
@@ -104,7 +114,7 @@ DATASETS: dict[str, Callable[[str | None, Path, dict[str, Any]], Source]] = {
 def build_source(name: str, *, path: str | None = None, cache_dir: str | None = None, **options: Any) -> Source:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    return DATASETS[name](path, cache_root(cache_dir), dict(options))
+    return DATASETS[name](path, local_cache_root(cache_dir), dict(options))
 
 
 def shard_dir_name(name: str, path: str | None, options: dict[str, Any]) -> str:
@@ -120,15 +130,23 @@ def prepare_dataset(name: str, *, path: str | None = None, cache_dir: str | None
     """Shard root for dataset `name`: written on first use (or finished, if interrupted), reused afterwards."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    root = cache_root(cache_dir) / "shards" / shard_dir_name(name, path, options)
-    if (root / MANIFEST_NAME).is_file():
+    root = storage.join(cache_root(cache_dir), "shards", shard_dir_name(name, path, options))
+    if storage.is_file(storage.join(root, MANIFEST_NAME)):
         try:
-            load_manifest(str(root))
-            return str(root)
+            load_manifest(root)
+            return root
         except ValueError:
             pass  # a damaged manifest: the writer re-checks every shard's checksum and rewrites the manifest
     from hexray.data.writer import write_shards
 
     source = build_source(name, path=path, cache_dir=cache_dir, **options)
     write_shards(source, root, progress=progress)
-    return str(root)
+    return root
+
+
+def dataset_root(data: Any) -> str:
+    """The shard root a run reads (`data` is a DataConfig): `data.root` as given (written by `hexray shard`,
+    local or on object storage), else the named dataset's cached shards, written on first use."""
+    if data.root:
+        return storage.normalize(data.root)
+    return prepare_dataset(data.dataset, path=data.path, cache_dir=data.cache_dir, **dict(data.options or {}))

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from hexray import storage
 from hexray.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, sha256_file
 from hexray.data.sources import Source, SplitSource
 
@@ -33,9 +34,12 @@ PLAN_SEED = 0
 
 @dataclass
 class ShardTask:
-    """Everything one worker needs to write one shard (small: a slice of arrays or a list of paths)."""
+    """Everything one worker needs to write one shard (small: a slice of arrays or a list of paths).
+
+    path: where the shard goes (a local path or a URI); file: the same, relative to the shard root."""
 
     path: str
+    file: str
     fingerprint: str
     ids: np.ndarray
     labels: np.ndarray
@@ -88,32 +92,34 @@ def write_shard(task: ShardTask) -> dict:
                   for lbl, i in zip(task.labels, task.indices, strict=True)]
     table = pa.table({"id": task.ids, "image": pa.array(images, pa.binary()), "label": task.labels,
                       "superclass": task.superclasses}, schema=SCHEMA)
-    tmp = f"{task.path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp, compression="none", row_group_size=max(1, min(len(images), 4096)))
-    os.replace(tmp, task.path)
-    record = {"fingerprint": task.fingerprint, "count": len(images), "bytes": os.path.getsize(task.path),
-              "sha256": sha256_file(pafs.LocalFileSystem(), task.path)}
-    Path(f"{task.path}.json").write_text(json.dumps(record))
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="none", row_group_size=max(1, min(len(images), 4096)))
+    data = buf.getvalue()
+    storage.write_bytes(task.path, data)  # all or nothing, locally and on object storage
+    record = {"fingerprint": task.fingerprint, "count": len(images), "bytes": len(data),
+              "sha256": hashlib.sha256(data).hexdigest()}
+    storage.write_text(f"{task.path}.json", json.dumps(record))
     return record
 
 
 def _finished(task: ShardTask) -> dict | None:
     """The shard's sidecar record if the shard on disk is complete and belongs to this plan, else None."""
-    sidecar = Path(f"{task.path}.json")
-    if not (sidecar.is_file() and Path(task.path).is_file()):
+    fs, path = storage.resolve(task.path)
+    shard, sidecar = fs.get_file_info([path, f"{path}.json"])
+    if shard.type != pafs.FileType.File or sidecar.type != pafs.FileType.File:
         return None
     try:
-        record = json.loads(sidecar.read_text())
-    except json.JSONDecodeError:
+        record = json.loads(storage.read_text(f"{task.path}.json"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if record.get("fingerprint") != task.fingerprint or os.path.getsize(task.path) != record.get("bytes"):
+    if record.get("fingerprint") != task.fingerprint or shard.size != record.get("bytes"):
         return None
-    if sha256_file(pafs.LocalFileSystem(), task.path) != record.get("sha256"):
+    if sha256_file(fs, path) != record.get("sha256"):
         return None
     return record
 
 
-def plan_shards(source: Source, out: Path, shard_mb: float, min_shards: int) -> dict[str, list[ShardTask]]:
+def plan_shards(source: Source, out: str, shard_mb: float, min_shards: int) -> dict[str, list[ShardTask]]:
     superclass_of = np.asarray(source.class_to_superclass if source.class_to_superclass is not None
                                else [-1] * len(source.class_names), dtype=np.int64)
     plans: dict[str, list[ShardTask]] = {}
@@ -127,8 +133,9 @@ def plan_shards(source: Source, out: Path, shard_mb: float, min_shards: int) -> 
             ids = split.ids[idx]
             fp = hashlib.sha256(json.dumps(source.description, sort_keys=True, default=str).encode()
                                 + json.dumps(source.class_to_superclass).encode() + ids.tobytes()).hexdigest()
+            file = f"{split.name}/part-{k:05d}-of-{num:05d}.parquet"
             tasks.append(ShardTask(
-                path=str(out / split.name / f"part-{k:05d}-of-{num:05d}.parquet"), fingerprint=fp, ids=ids,
+                path=storage.join(out, file), file=file, fingerprint=fp, ids=ids,
                 labels=split.labels[idx], superclasses=superclass_of[split.labels[idx]],
                 arrays=None if split.arrays is None else split.arrays[idx],
                 paths=None if split.paths is None else [split.paths[i] for i in idx],
@@ -140,15 +147,16 @@ def plan_shards(source: Source, out: Path, shard_mb: float, min_shards: int) -> 
 
 def write_shards(source: Source, out: str | Path, *, shard_mb: float = 128.0, min_shards: int = 8,
                  workers: int | None = None, progress: bool = True) -> Manifest:
-    """Write (or finish writing) `source` under `out`; returns the manifest, also saved as `out/manifest.json`."""
+    """Write (or finish writing) `source` under `out`, a local directory or a URI (s3://bucket/prefix);
+    returns the manifest, also saved as `out/manifest.json`."""
     from tqdm import tqdm
 
     if shard_mb <= 0:
         raise ValueError(f"shard size must be > 0 MB, got {shard_mb}")
-    out = Path(out)
+    out = storage.normalize(str(out))
     plans = plan_shards(source, out, shard_mb, max(1, min_shards))
     for split in plans:
-        (out / split).mkdir(parents=True, exist_ok=True)
+        storage.make_dirs(storage.join(out, split))
     tasks = [t for ts in plans.values() for t in ts]
     records: dict[str, dict] = {}
     pending = []
@@ -174,16 +182,14 @@ def write_shards(source: Source, out: str | Path, *, shard_mb: float = 128.0, mi
     splits = {}
     for name, ts in plans.items():
         labels = np.concatenate([t.labels for t in ts])
-        shards = [ShardInfo(file=os.path.relpath(t.path, out), count=records[t.path]["count"],
+        shards = [ShardInfo(file=t.file, count=records[t.path]["count"],
                             bytes=records[t.path]["bytes"], sha256=records[t.path]["sha256"]) for t in ts]
         counts = np.bincount(labels, minlength=len(source.class_names)).tolist()
         splits[name] = SplitInfo(count=int(labels.shape[0]), shards=shards, class_counts=counts)
     manifest = Manifest(
         class_names=source.class_names, superclass_names=source.superclass_names,
         class_to_superclass=source.class_to_superclass, channels=source.channels, image_size=source.image_size,
-        mean=source.mean, std=source.std, splits=splits, source=source.description, root=str(out.resolve()),
+        mean=source.mean, std=source.std, splits=splits, source=source.description, root=out,
     )
-    tmp = out / f"{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=1))
-    os.replace(tmp, out / MANIFEST_NAME)
+    storage.write_text(storage.join(out, MANIFEST_NAME), json.dumps(manifest.to_dict(), indent=1))
     return manifest

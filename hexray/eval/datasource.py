@@ -37,14 +37,14 @@ def read_split(root: str, split: str, *, image_size: int, max_samples: int | Non
     subset of at most `max_samples` rows of `split` (all rows when None)."""
     import pyarrow.parquet as pq
 
-    from hexray.data.manifest import filesystem, load_manifest
+    from hexray.data.manifest import filesystem, join, load_manifest
 
     m = manifest or load_manifest(root)
     paths = m.shard_paths(split)
     if not paths:
         raise ValueError(f"split {split!r} of {root} has no shards")
-    fs, _ = filesystem(root)
-    fs_paths = [p.split("://", 1)[1] if "://" in p else p for p in paths]
+    fs, base = filesystem(m.root)
+    fs_paths = [join(base, s.file) for s in m.split(split).shards]
     labels_per_shard = [pq.read_table(p, columns=["label"], filesystem=fs)["label"].to_numpy() for p in fs_paths]
     total = sum(len(x) for x in labels_per_shard)
     if total == 0:
@@ -75,6 +75,59 @@ def read_split(root: str, split: str, *, image_size: int, max_samples: int | Non
     return (x - mean) / std, torch.tensor(labels, dtype=torch.long), corrupt
 
 
+def share_plan(manifest: Any, split: str, max_rows: int | None, seed: int) -> list[tuple[str, int]]:
+    """A seeded sample of at most `max_rows` rows of `split` as (shard file, rows taken from its start): whole
+    shards in a seeded order, the last one cut. A `hexray shard` shard is already a uniform random subset of its
+    split (the writer permutes samples before cutting shards), so this is a random sample that reads only the
+    rows it keeps — what makes a 100k-image bank of ImageNet cheap — and it does not depend on the worker count."""
+    shards = manifest.split(split).shards
+    order = np.random.default_rng(seed).permutation(len(shards))
+    plan, left = [], max_rows if max_rows is not None else sum(s.count for s in shards)
+    for i in order:
+        if left <= 0:
+            break
+        take = min(shards[i].count, left)
+        plan.append((shards[i].file, take))
+        left -= take
+    return plan
+
+
+def read_share(root: str, split: str, *, image_size: int, max_rows: int | None, seed: int = 0, rank: int = 0,
+               world: int = 1, manifest: Any | None = None) -> dict[str, Tensor]:
+    """Worker `rank` of `world`'s share of `share_plan`'s sample (whole shards, round-robin), decoded with the eval
+    view and normalised: {"image", "label", "superclass", "corrupt" (count of undecodable images skipped)}.
+    Each worker holds only its share; together they hold the sample once."""
+    import pyarrow.parquet as pq
+
+    from hexray.data.manifest import filesystem, join, load_manifest
+
+    m = manifest or load_manifest(root)
+    fs, base = filesystem(m.root)
+    images, labels, superclasses, corrupt = [], [], [], 0
+    for file, take in share_plan(m, split, max_rows, seed)[rank::world]:
+        with fs.open_input_file(join(base, file)) as f:
+            left = take
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, columns=["image", "label", "superclass"]):
+                rows = batch.slice(0, left).to_pydict()
+                for data, label, superclass in zip(rows["image"], rows["label"], rows["superclass"], strict=True):
+                    image = eval_view(data, channels=m.channels, image_size=image_size)
+                    if image is None:
+                        corrupt += 1
+                        continue
+                    images.append(image)
+                    labels.append(int(label))
+                    superclasses.append(int(superclass))
+                left -= batch.num_rows
+                if left <= 0:
+                    break
+    size = (0, m.channels, image_size, image_size)
+    x = torch.stack(images).div_(255.0) if images else torch.empty(size)
+    mean = torch.tensor(m.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(m.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return {"image": (x - mean) / std, "label": torch.tensor(labels, dtype=torch.long),
+            "superclass": torch.tensor(superclasses, dtype=torch.long), "corrupt": corrupt}
+
+
 def load_shard_eval_data(root: str, *, train_split: str, test_split: str, image_size: int,
                          max_train: int | None = DEFAULT_MAX_TRAIN, max_test: int | None = DEFAULT_MAX_TEST,
                          seed: int = 0) -> EvalData:
@@ -96,9 +149,12 @@ def load_shard_eval_data(root: str, *, train_split: str, test_split: str, image_
 def load_run_eval_data(cfg: Any, *, max_train: int | None = DEFAULT_MAX_TRAIN,
                        max_test: int | None = DEFAULT_MAX_TEST, seed: int = 0) -> EvalData:
     """The eval sets of the dataset a run trained on (cfg.data: dataset, path, options, splits, image size)."""
-    from hexray.data.registry import prepare_dataset
+    from hexray.data.registry import dataset_root
 
     d = cfg.data
-    root = prepare_dataset(d.dataset, path=d.path, cache_dir=d.cache_dir, **dict(d.options or {}))
-    return load_shard_eval_data(root, train_split=d.train_split, test_split=d.eval_split, image_size=d.image_size,
+    root = dataset_root(d)
+    from hexray.data.manifest import load_manifest
+
+    test_split = d.eval_split or d.validation_split(load_manifest(root).splits)
+    return load_shard_eval_data(root, train_split=d.train_split, test_split=test_split, image_size=d.image_size,
                                 max_train=max_train, max_test=max_test, seed=seed)

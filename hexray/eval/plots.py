@@ -18,20 +18,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hexray.eval.runs import per_epoch  # noqa: E402
+from hexray.storage import StoragePath, write_figure  # noqa: E402
 
 _SAME, _DIFF, _EPS = "#d95f02", "#1b9e77", "#c0392b"
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def _save(fig: Any, path: str | Path | StoragePath) -> StoragePath:
     for ax in fig.axes:
         if ax.get_xlabel() == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    target = StoragePath(path)  # a local file or an object (a run directory on s3://)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(fig, target, dpi=110)
     plt.close(fig)
-    return path
+    return target
 
 
 def _pick(points: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
@@ -42,9 +42,9 @@ def _pick(points: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, 
     return [points[round(i * step)] for i in range(limit)]
 
 
-def plot_similarity_evolution(trajectory: Sequence[Mapping[str, Any]], path: str | Path, *,
+def plot_similarity_evolution(trajectory: Sequence[Mapping[str, Any]], path: str | Path | StoragePath, *,
                               max_panels: int = 8, space: str = "backbone features",
-                              mark_epsilon: bool = True) -> Path | None:
+                              mark_epsilon: bool = True) -> StoragePath | None:
     """One panel per checkpoint epoch (top = earliest): density of pairwise cosine similarity for same-class and
     different-class pairs, with the HEX threshold ε marked. HEX's story is read top to bottom: the same-class
     mass moves right of ε while different-class pairs stay spread."""
@@ -80,7 +80,7 @@ def plot_similarity_evolution(trajectory: Sequence[Mapping[str, Any]], path: str
     return _save(fig, path)
 
 
-def plot_collapse(trajectory: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+def plot_collapse(trajectory: Sequence[Mapping[str, Any]], path: str | Path | StoragePath) -> StoragePath | None:
     """Effective rank over epochs: global vs mean within superclass vs mean within class (left) and the
     local/global ratio (right). Local collapse = the within-group curves fall while the global one holds."""
     points = [p for p in trajectory if "rank/global" in p]
@@ -106,7 +106,7 @@ def plot_collapse(trajectory: Sequence[Mapping[str, Any]], path: str | Path) -> 
     return _save(fig, path)
 
 
-def plot_training_curves(metrics: Any, path: str | Path) -> Path | None:
+def plot_training_curves(metrics: Any, path: str | Path | StoragePath) -> StoragePath | None:
     """From metrics.csv: loss, HEX's ε, mean |H(i)| and H(i)'s superclass purity per epoch (panels with data)."""
     panels = [("loss", "loss"), ("hex/epsilon", "ε (threshold)"), ("hex/h_size", "mean |H(i)|"),
               ("hex/purity", "H(i) superclass purity")]
@@ -121,8 +121,8 @@ def plot_training_curves(metrics: Any, path: str | Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_accuracy(metrics: Any, trajectory: Sequence[Mapping[str, Any]], path: str | Path,
-                  offline: Mapping[str, float] | None = None) -> Path | None:
+def plot_accuracy(metrics: Any, trajectory: Sequence[Mapping[str, Any]], path: str | Path | StoragePath,
+                  offline: Mapping[str, float] | None = None) -> StoragePath | None:
     """Accuracy over epochs: the online probe and kNN monitor (metrics.csv, lines) and kNN recomputed from each
     checkpoint (markers); the final offline probe as dotted horizontal lines."""
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -156,8 +156,9 @@ def plot_accuracy(metrics: Any, trajectory: Sequence[Mapping[str, Any]], path: s
     return _save(fig, path)
 
 
-def plot_group_curves(curves: Mapping[str, Sequence[tuple[list[float], list[float]]]], path: str | Path, *,
-                      ylabel: str, title: str, scale: float = 100.0) -> Path | None:
+def plot_group_curves(curves: Mapping[str, Sequence[tuple[list[float], list[float]]]],
+                      path: str | Path | StoragePath, *, ylabel: str, title: str,
+                      scale: float = 100.0) -> StoragePath | None:
     """One line per group (mean over its runs at the epochs all share, band = min..max): the report's
     base-vs-HEX comparison over training."""
     fig, ax = plt.subplots(figsize=(7, 4))

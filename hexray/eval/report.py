@@ -12,11 +12,9 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hexray.eval.runs import (
@@ -30,6 +28,7 @@ from hexray.eval.runs import (
     read_json,
     read_metrics,
 )
+from hexray.storage import StoragePath
 
 COLUMNS = (
     ("knn/top1@20", "kNN@20 fine"), ("knn/superclass@20", "kNN@20 super"), ("knn/top1@200", "kNN@200 fine"),
@@ -44,7 +43,7 @@ _NEUTRAL_KEYS = {"data.path", "data.cache_dir"}
 class RunRecord:
     """One run as the report sees it."""
 
-    path: Path
+    path: StoragePath
     config: dict[str, Any]
     metrics: dict[str, float]
     source: str
@@ -59,7 +58,7 @@ class RunRecord:
         return self.get("run.seed")
 
 
-def load_record(run: Path) -> RunRecord:
+def load_record(run: StoragePath) -> RunRecord:
     """Config + the best available numbers of one run dir (eval.json over summary.json)."""
     config = read_config_dict(run)
     ev = read_json(run / EVAL_FILE)
@@ -79,7 +78,7 @@ def load_record(run: Path) -> RunRecord:
     return RunRecord(run, config, metrics, f"{source} (online kNN)" if metrics else "none", baselines)
 
 
-def _last_epoch_metrics(run: Path) -> dict[str, float]:
+def _last_epoch_metrics(run: StoragePath) -> dict[str, float]:
     """The online monitor's numbers at the last epoch that reported them."""
     frame = read_metrics(run)
     out = {}
@@ -202,7 +201,7 @@ def baseline_table(records: Sequence[RunRecord], cols: Sequence[tuple[str, str]]
     return "\n".join(lines)
 
 
-def _curve_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, Path]]:
+def _curve_plots(groups: Sequence[Group], out: StoragePath) -> list[tuple[str, StoragePath]]:
     from hexray.eval.plots import plot_group_curves
 
     made = []
@@ -229,7 +228,7 @@ def _slug(*parts: object) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", "_".join(str(p) for p in parts)).strip("_")
 
 
-def _run_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, list[tuple[str, Path]]]]:
+def _run_plots(groups: Sequence[Group], out: StoragePath) -> list[tuple[str, list[tuple[str, StoragePath]]]]:
     """Copy each group's first evaluated run's plots into the report (the rest are one `hexray eval` away)."""
     sections = []
     for g in groups:
@@ -241,8 +240,8 @@ def _run_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, list[tuple
             src = run.path / rel
             if src.is_file():
                 dst = out / "plots" / "per_run" / f"{_slug(g.dataset, g.label, f's{run.seed}')}_{name}.png"
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
+                dst.parent.mkdir()
+                dst.write_bytes(src.read_bytes())
                 copied.append((name, dst))
         if copied:
             sections.append((f"{g.dataset}: {g.label}, seed {run.seed} ({run.path.name})", copied))
@@ -250,13 +249,14 @@ def _run_plots(groups: Sequence[Group], out: Path) -> list[tuple[str, list[tuple
 
 
 def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, title: str = "hexray report",
-                 plots: bool = True) -> Path:
-    """Find the runs under `paths`, write `out/report.md` (+ `out/plots/`), return the Markdown path."""
+                 plots: bool = True) -> StoragePath:
+    """Find the runs under `paths`, write `out/report.md` (+ `out/plots/`), return the Markdown path. Runs and
+    `out` may be local or on object storage."""
     runs = find_run_dirs(paths)
     records = [load_record(r) for r in runs]
     groups = group_runs(records)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = StoragePath(out)
+    out.mkdir()
     table, cols = comparison_table(groups)
     parts = [f"# {title}", "",
              f"{len(records)} runs in {len(groups)} groups. Accuracy in %, mean ± sample std over seeds "
@@ -271,9 +271,9 @@ def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, 
         curves = _curve_plots(groups, out)
         if curves:
             parts += ["## Over training (mean over seeds; band = min..max)", ""]
-            parts += [f"![{name}]({p.relative_to(out).as_posix()})" for name, p in curves] + [""]
+            parts += [f"![{name}]({p.relative_to(out)})" for name, p in curves] + [""]
         for heading, pngs in _run_plots(groups, out):
-            parts += [f"### {heading}", ""] + [f"![{n}]({p.relative_to(out).as_posix()})" for n, p in pngs] + [""]
+            parts += [f"### {heading}", ""] + [f"![{n}]({p.relative_to(out)})" for n, p in pngs] + [""]
     parts += ["## Runs", "", "| run | group | seed | numbers from |", "|---|---|---|---|"]
     by_run = {id(r): g for g in groups for r in g.runs}
     for r in records:

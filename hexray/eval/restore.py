@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor, nn
 
 from hexray.eval.offline import EvalModel
 from hexray.eval.runs import require_checkpoints, require_run_dir
+from hexray.storage import StoragePath
 
 _TARGET_WORDS = ("target", "momentum", "teacher", "ema")
 
@@ -30,7 +30,7 @@ class RestoredRun:
     method: nn.Module
     config: Any
     epoch: int
-    checkpoint: Path
+    checkpoint: StoragePath
 
 
 def restore_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> RestoredRun:
@@ -41,9 +41,9 @@ def restore_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
     if checkpoint is None:
         ckpt = require_checkpoints(run)[-1]
     else:
-        ckpt = Path(checkpoint)
-        if not ckpt.exists() and (run / ckpt).exists():
-            ckpt = run / ckpt
+        ckpt = StoragePath(checkpoint)
+        if not ckpt.exists() and "://" not in str(checkpoint) and (run / str(checkpoint)).exists():
+            ckpt = run / str(checkpoint)
         if not (ckpt / "state.pt").is_file():
             raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} has no state.pt (looked in {str(ckpt)!r})")
     method, cfg, epoch = restore_method(str(ckpt))
@@ -51,12 +51,12 @@ def restore_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
     return RestoredRun(method=method, config=cfg, epoch=int(epoch), checkpoint=ckpt)
 
 
-def iter_checkpoint_backbones(method: nn.Module, checkpoints: list[Path]) -> Iterator[tuple[int, nn.Module]]:
+def iter_checkpoint_backbones(method: nn.Module, checkpoints: list[StoragePath]) -> Iterator[tuple[int, nn.Module]]:
     """(epoch, backbone) for each checkpoint, loading each state into the same `method` in turn (one in memory)."""
     from hexray.train.checkpoint import load_state
 
     for ckpt in checkpoints:
-        state = load_state(ckpt)
+        state = load_state(str(ckpt))
         method.load_state_dict(state["method"])
         method.eval()
         yield int(state["epoch"]), method.backbone

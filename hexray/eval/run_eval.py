@@ -26,6 +26,7 @@ from hexray.eval.runs import (
     require_checkpoints,
     require_run_dir,
 )
+from hexray.storage import StoragePath
 
 PLOTS_DIR = "plots"
 
@@ -79,7 +80,7 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _default_restore(run_dir: Path, checkpoint: str | None) -> Any:
+def _default_restore(run_dir: StoragePath, checkpoint: str | None) -> Any:
     from hexray.eval.restore import restore_run
 
     return restore_run(run_dir, checkpoint)
@@ -97,7 +98,7 @@ def evaluate_run(
     checkpoint: str | None = None,
     settings: OfflineSettings | None = None,
     options: EvalOptions | None = None,
-    restore: Callable[[Path, str | None], Any] | None = None,
+    restore: Callable[[StoragePath, str | None], Any] | None = None,
     load_data: Callable[[Any, EvalOptions, int], EvalData] | None = None,
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
@@ -144,7 +145,7 @@ def evaluate_run(
             "training": P.plot_training_curves(metrics_frame, out / "training_curves.png"),
             "accuracy": P.plot_accuracy(metrics_frame, trajectory, out / "accuracy.png", offline["metrics"]),
         }
-        plots = {name: str(path.relative_to(run)) for name, path in made.items() if path is not None}
+        plots = {name: path.relative_to(run) for name, path in made.items() if path is not None}
 
     result = {
         "run_dir": str(run),
@@ -170,6 +171,6 @@ def _jsonable(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, tuple | set):
         return list(value)
-    if isinstance(value, Path):
+    if isinstance(value, Path | StoragePath):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to {EVAL_FILE}")

@@ -2,17 +2,20 @@
 
 A run directory holds `config.yaml`, `metrics.csv`, `summary.json` and Ray's `checkpoint_*` dirs with `state.pt`.
 Everything here reads files only (no Ray, no model code), so `hexray report` works on a laptop without the
-training stack, and a sweep's experiment dir is just a tree to search for run dirs.
+training stack, and a sweep's experiment dir is just a tree to search for run dirs. Locations are
+`StoragePath`s: a run directory may be local or on object storage (s3://, gs://), read through pyarrow.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
+
+from hexray.storage import StoragePath
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -21,16 +24,23 @@ EVAL_FILE = "eval.json"
 STATE_FILE = "state.pt"
 
 
-def is_run_dir(path: Path) -> bool:
+def _entries(path: StoragePath) -> dict[str, bool]:
+    from hexray.storage import list_dir
+
+    return dict(list_dir(path.location))
+
+
+def is_run_dir(path: StoragePath | str | os.PathLike, entries: dict[str, bool] | None = None) -> bool:
     """A run dir has its config plus metrics, a summary or a checkpoint (a bare config file is not a run)."""
-    if not (path / CONFIG_FILE).is_file():
+    names = _entries(StoragePath(path)) if entries is None else entries
+    if names.get(CONFIG_FILE, True):  # missing, or a directory
         return False
-    return (path / METRICS_FILE).is_file() or (path / SUMMARY_FILE).is_file() or any(path.glob("checkpoint_*"))
+    return METRICS_FILE in names or SUMMARY_FILE in names or any(n.startswith("checkpoint_") for n in names)
 
 
-def require_run_dir(path: str | os.PathLike) -> Path:
-    """The run dir as a Path, or FileNotFoundError/ValueError naming what is missing."""
-    run = Path(path)
+def require_run_dir(path: str | os.PathLike | StoragePath) -> StoragePath:
+    """The run dir (local or a URI), or FileNotFoundError/ValueError naming what is missing."""
+    run = StoragePath(path)
     if not run.exists():
         raise FileNotFoundError(f"run directory {str(run)!r} does not exist")
     if not run.is_dir():
@@ -43,54 +53,50 @@ def require_run_dir(path: str | os.PathLike) -> Path:
     return run
 
 
-def find_run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def _walk_run_dirs(path: StoragePath) -> list[StoragePath]:
+    entries = _entries(path)
+    if is_run_dir(path, entries):
+        return [path]  # a run dir's checkpoints are not runs
+    return [run for name, is_dir in sorted(entries.items()) if is_dir for run in _walk_run_dirs(path / name)]
+
+
+def find_run_dirs(paths: Iterable[str | os.PathLike | StoragePath]) -> list[StoragePath]:
     """Run dirs named by `paths`: each path is a run dir itself or a tree (a sweep's experiment dir) searched for
     run dirs. Sorted, without duplicates; an empty result or a missing path is an error naming the path."""
-    found: list[Path] = []
+    found: list[StoragePath] = []
     for raw in paths:
-        path = Path(raw)
+        path = StoragePath(raw)
         if not path.exists():
             raise FileNotFoundError(f"{str(path)!r} does not exist")
-        if is_run_dir(path):
-            found.append(path)
-            continue
-        inside = []
-        for root, dirs, _files in os.walk(path):
-            here = Path(root)
-            if is_run_dir(here):
-                inside.append(here)
-                dirs[:] = []  # a run dir's checkpoints are not runs
-            else:
-                dirs.sort()
+        inside = _walk_run_dirs(path)
         if not inside:
             raise ValueError(f"no run directories (with {CONFIG_FILE} and {METRICS_FILE}) found under {str(path)!r}")
         found.extend(inside)
-    unique = sorted({p.resolve(): p for p in found}.items())
-    return [p for _, p in unique]
+    return sorted(set(found))
 
 
-def _checkpoint_epoch(ckpt: Path) -> float:
+def _checkpoint_epoch(ckpt: StoragePath) -> float:
     try:
-        import torch
+        from hexray.storage import torch_load
 
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        state = torch_load(str(ckpt / STATE_FILE), map_location="cpu", weights_only=False)
         return float(state.get("epoch", math.inf))
     except Exception:  # an unreadable checkpoint sorts last; loading it later names the file
         return math.inf
 
 
-def find_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+def find_checkpoints(run_dir: str | os.PathLike | StoragePath) -> list[StoragePath]:
     """Checkpoint dirs of a run, oldest epoch first (the train layer's `find_checkpoints` when installed)."""
-    run = Path(run_dir)
+    run = StoragePath(run_dir)
     try:
         from hexray.train.checkpoint import find_checkpoints as train_find_checkpoints
     except ImportError:
-        found = [p for p in run.glob("checkpoint_*") if (p / STATE_FILE).is_file()]
+        found = [p for p in run.iterdir() if p.name.startswith("checkpoint_") and (p / STATE_FILE).is_file()]
         return sorted(found, key=lambda p: (_checkpoint_epoch(p), p.name))
-    return [Path(p) for p in train_find_checkpoints(str(run))]
+    return [StoragePath(p) for p in train_find_checkpoints(str(run))]
 
 
-def require_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+def require_checkpoints(run_dir: str | os.PathLike | StoragePath) -> list[StoragePath]:
     """`find_checkpoints`, or ValueError naming the run dir when it has none."""
     ckpts = find_checkpoints(run_dir)
     if not ckpts:
@@ -101,40 +107,41 @@ def require_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return ckpts
 
 
-def read_config_dict(run_dir: str | os.PathLike) -> dict[str, Any]:
+def read_config_dict(run_dir: str | os.PathLike | StoragePath) -> dict[str, Any]:
     """The run's `config.yaml` as a plain dict (for labels and grouping only; typed access goes via the config)."""
     import yaml
 
-    path = Path(run_dir) / CONFIG_FILE
+    path = StoragePath(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{str(path)!r} must hold a mapping, got {type(data).__name__}")
     return data
 
 
-def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+def read_json(path: str | os.PathLike | StoragePath) -> dict[str, Any] | None:
     """A JSON object from `path`, or None when the file does not exist."""
-    p = Path(path)
+    p = StoragePath(path)
     if not p.is_file():
         return None
-    with open(p) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{str(p)!r} is not valid JSON: {err}") from err
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(p)!r} is not valid JSON: {err}") from err
 
 
-def read_metrics(run_dir: str | os.PathLike):  # -> pandas.DataFrame
+def read_metrics(run_dir: str | os.PathLike | StoragePath):  # -> pandas.DataFrame
     """`metrics.csv` as a DataFrame (numeric columns), empty when the run wrote no metrics."""
     import pandas as pd
 
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file() or path.stat().st_size == 0:
+    path = StoragePath(run_dir) / METRICS_FILE
+    if not path.is_file():
         return pd.DataFrame()
-    frame = pd.read_csv(path)
+    data = path.read_bytes()
+    if not data:
+        return pd.DataFrame()
+    frame = pd.read_csv(io.BytesIO(data))
     return frame.apply(pd.to_numeric, errors="coerce")
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from hexray import storage
+
 STATE_FILE = "state.pt"
 _EPOCH_RE = re.compile(r"checkpoint_epoch(\d+)$")
 
@@ -33,39 +35,47 @@ def save_state(directory: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_state(ckpt_dir: str | Path) -> dict[str, Any]:
-    """The state dict saved in one checkpoint directory, tensors on CPU."""
-    path = Path(ckpt_dir).expanduser() / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no {STATE_FILE} in checkpoint directory {ckpt_dir}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """The state dict saved in one checkpoint directory (local or on object storage), tensors on CPU."""
+    path = storage.join(storage.normalize(str(ckpt_dir)), STATE_FILE)
+    if not storage.is_file(path):
+        raise FileNotFoundError(f"no {STATE_FILE} in checkpoint directory {storage.display(str(ckpt_dir))}")
+    state = storage.torch_load(path, map_location="cpu", weights_only=False)
     missing = {"method", "epoch", "step", "config"} - set(state)
     if missing:
         raise ValueError(f"checkpoint {path} lacks {sorted(missing)}")
     return state
 
 
-def find_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoint directories of a run that hold a state file, oldest epoch first."""
-    run_dir = Path(run_dir).expanduser()
-    if not run_dir.is_dir():
+def find_checkpoints(run_dir: str | Path) -> list[str]:
+    """Checkpoint directories of a run (local or a URI) that hold a state file, oldest epoch first."""
+    run_dir = storage.normalize(str(run_dir))
+    if not storage.is_dir(run_dir):
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     found = []
-    for child in run_dir.iterdir():
-        match = _EPOCH_RE.match(child.name)
-        if match and (child / STATE_FILE).is_file():
-            found.append((int(match.group(1)), child))
+    for name, is_directory in storage.list_dir(run_dir):
+        match = _EPOCH_RE.match(name)
+        if match and is_directory and storage.is_file(storage.join(run_dir, name, STATE_FILE)):
+            found.append((int(match.group(1)), storage.join(run_dir, name)))
     return [path for _, path in sorted(found)]
 
 
-def resolve_checkpoint(run_dir_or_ckpt: str | Path) -> Path:
+def resolve_checkpoint(run_dir_or_ckpt: str | Path) -> str:
     """A checkpoint directory itself, or the latest checkpoint of a run directory."""
-    path = Path(run_dir_or_ckpt).expanduser()
-    if (path / STATE_FILE).is_file():
+    path = storage.normalize(str(run_dir_or_ckpt))
+    if storage.is_file(storage.join(path, STATE_FILE)):
         return path
     checkpoints = find_checkpoints(path)
     if not checkpoints:
         raise FileNotFoundError(f"{path} holds no checkpoint (no checkpoint_epoch*/{STATE_FILE})")
     return checkpoints[-1]
+
+
+def checkpoint_epoch(ckpt_dir: str) -> int:
+    """Completed epochs of a checkpoint, from its directory name."""
+    match = _EPOCH_RE.match(storage.basename(ckpt_dir))
+    if not match:
+        raise ValueError(f"{ckpt_dir} is not a checkpoint_epochNNNN directory")
+    return int(match.group(1))
 
 
 def restore_method(run_dir_or_ckpt: str) -> tuple[Any, Any, int]:

@@ -13,20 +13,22 @@ import json
 import os
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import ray
 import ray.data
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
+from hexray import storage
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
 from hexray.train.loop import train_loop_per_worker
 from hexray.train.metrics import ProgressTail, RunRecorder
 
 MONITOR_METRICS = ("knn/", "probe/online")
-TEST_HOOK_ENV = {"HEXRAY_TEST_CRASH_AFTER_EPOCH": "crash_after_epoch", "HEXRAY_TEST_NAN_AT_STEP": "nan_at_step"}
+LOCAL_DRIVER_RESOURCE = "hexray_driver"  # = hexray.tune.spec.DRIVER_RESOURCE (train does not import tune)
+TEST_HOOK_ENV = {"HEXRAY_TEST_CRASH_AFTER_EPOCH": "crash_after_epoch", "HEXRAY_TEST_NAN_AT_STEP": "nan_at_step",
+                 "HEXRAY_TEST_STALL_LAST_RANK_S": "stall_last_rank_s"}
 
 
 @dataclass
@@ -61,7 +63,9 @@ def start_local_ray(num_cpus: float, **init_kwargs: Any) -> None:
     import ray
 
     os.environ.setdefault("RAY_num_workers_soft_limit", str(int(2 * num_cpus) + 4))  # read by the raylet at start
-    ray.init(num_cpus=num_cpus, **init_kwargs)
+    # The one node is also the "head/CPU node" Tune's trial drivers are pinned to (tune.spec.DRIVER_RESOURCE).
+    resources = {LOCAL_DRIVER_RESOURCE: 1000.0, **init_kwargs.pop("resources", {})}
+    ray.init(num_cpus=num_cpus, resources=resources, **init_kwargs)
 
 
 def _verbose() -> bool:
@@ -95,30 +99,35 @@ def augment_in_trainer(cfg: TrainConfig) -> bool:
 
 
 def default_run_name(cfg: TrainConfig) -> str:
-    return f"{cfg.method.name}-{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{cfg.method.name}-{cfg.data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def resolve_run(cfg: TrainConfig, run_name: str | None, storage_path: str | None) -> tuple[TrainConfig, str]:
-    """Fill run.name / run.storage_path (absolute for local paths: Ray needs that) and return the run directory."""
-    storage = storage_path or cfg.run.storage_path
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
+    """Fill run.name / run.storage_path (absolute for local paths: Ray needs that; URIs as given) and return the
+    run directory."""
+    where = storage.normalize(storage_path or cfg.run.storage_path)
     name = run_name or cfg.run.name or default_run_name(cfg)
-    cfg = replace(cfg, run=replace(cfg.run, name=name, storage_path=storage))
-    return cfg, f"{storage.rstrip('/')}/{name}"
+    cfg = replace(cfg, run=replace(cfg.run, name=name, storage_path=where))
+    return cfg, storage.join(where, name)
 
 
-def _dataset_facts(cfg: TrainConfig) -> tuple[str, Any]:
+def _dataset_facts(cfg: TrainConfig) -> tuple[TrainConfig, str, Any]:
+    """(cfg with data.eval_split resolved, shard root, manifest); a split that is asked for and missing is a
+    ConfigError naming it."""
     from hexray.data.manifest import load_manifest
-    from hexray.data.registry import prepare_dataset
+    from hexray.data.registry import dataset_root
 
-    root = prepare_dataset(cfg.data.dataset, path=cfg.data.path, cache_dir=cfg.data.cache_dir, **cfg.data.options)
+    root = dataset_root(cfg.data)
     manifest = load_manifest(root)
+    try:
+        cfg = replace(cfg, data=replace(cfg.data, eval_split=cfg.data.validation_split(manifest.splits)))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     for key, split in (("data.train_split", cfg.data.train_split), ("data.eval_split", cfg.data.eval_split)):
         if split not in manifest.splits:
-            raise ConfigError(f"{key}: split {split!r} is not in dataset {cfg.data.dataset!r} "
+            raise ConfigError(f"{key}: split {split!r} is not in dataset {cfg.data.root or cfg.data.dataset!r} "
                               f"(it has {', '.join(sorted(manifest.splits))})")
-    return root, manifest
+    return cfg, root, manifest
 
 
 def _check_monitor_metric(cfg: TrainConfig) -> None:
@@ -128,13 +137,14 @@ def _check_monitor_metric(cfg: TrainConfig) -> None:
 
 
 def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
-                  callbacks: list | None = None) -> TorchTrainer:
-    """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes."""
+                  callbacks: list | None = None, final_eval: bool = False) -> TorchTrainer:
+    """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes. With
+    `final_eval` the workers compute the end-of-run table after the last epoch and report it (`final/...`)."""
     from hexray.data.pipeline import data_key, decoded_dataset, train_dataset
 
     _check_monitor_metric(cfg)
     cfg, run_dir = resolve_run(cfg, run_name, storage_path)
-    root, manifest = _dataset_facts(cfg)
+    cfg, root, manifest = _dataset_facts(cfg)
     d = cfg.data
     train_count = manifest.split(d.train_split).count
     if d.limit_train:
@@ -162,17 +172,18 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     if hooks.get("crash_after_epoch"):
         hooks["crash_flag"] = os.environ.get("HEXRAY_TEST_CRASH_FLAG", f"{run_dir}.crashed")
         hooks["run_dir"] = run_dir
-    Path(run_dir).mkdir(parents=True, exist_ok=True) if "://" not in run_dir else None
-    if "://" not in run_dir and not (Path(run_dir) / "config.yaml").exists():
-        save_config(cfg, Path(run_dir) / "config.yaml")
+    storage.make_dirs(run_dir)
+    if not storage.is_file(storage.join(run_dir, "config.yaml")):
+        save_config(cfg, storage.join(run_dir, "config.yaml"))
     loop_config = {"cfg": config_to_dict(cfg), "root": root, "num_classes": manifest.num_classes,
                    "class_to_superclass": manifest.class_to_superclass, "train_count": train_count,
                    "test_hooks": hooks, "corrupt_key": data_key(root, d.train_split), "views": views,
-                   "torch_threads": torch_threads(resources["CPU"], s.num_workers)}
+                   "torch_threads": torch_threads(resources["CPU"], s.num_workers), "final_eval": final_eval}
     score = cfg.checkpoint.metric
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
+        torch_config=TorchConfig(timeout_s=s.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
                                      placement_strategy=s.placement_strategy),
         run_config=RunConfig(
@@ -200,33 +211,40 @@ def ordered_ingest() -> DataConfig:
 
 
 def _placement(run_dir: str) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "placement.json"
-    return json.loads(path.read_text()) if path.is_file() else []
+    path = storage.join(run_dir, "placement.json")
+    return json.loads(storage.read_text(path)) if storage.is_file(path) else []
 
 
-def _failure_message(err: Exception) -> str | None:
-    """The NaN guard's one-line message out of Ray's wrapped worker error, if that is what failed."""
-    for line in str(err).splitlines()[::-1]:
+def _failure_message(err: Exception, cfg: TrainConfig) -> str | None:
+    """A one-line user message out of Ray's wrapped worker error: the NaN guard's, or a collective that timed out."""
+    text = str(err)
+    for line in text.splitlines()[::-1]:
         if "NonFiniteLossError:" in line:
             return line.split("NonFiniteLossError:", 1)[1].strip()
+    lowered = text.lower()
+    if ("timed out" in lowered or "timeout" in lowered) and any(
+            w in lowered for w in ("gloo", "nccl", "collective", "watchdog", "all_gather", "allreduce")):
+        return (f"a collective operation (all-gather of negatives or all-reduce of gradients) waited longer than "
+                f"scaling.collective_timeout_s = {cfg.scaling.collective_timeout_s} s: another worker stalled or "
+                "died (its log above says why). Raise scaling.collective_timeout_s if ranks legitimately wait "
+                "that long (slow storage, a long rank-0 step)")
     return None
 
 
 def _completed_epochs(run_dir: str, result: Any) -> int:
     """Epochs finished so far: from the newest checkpoint's name (the last epoch is always checkpointed)."""
-    from hexray.train.checkpoint import find_checkpoints
+    from hexray.train.checkpoint import checkpoint_epoch, find_checkpoints
 
-    if "://" in run_dir:
-        return int((result.metrics or {}).get("epoch", 0))
     found = find_checkpoints(run_dir)
-    return int(found[-1].name.removeprefix("checkpoint_epoch")) if found else 0
+    return checkpoint_epoch(found[-1]) if found else 0
 
 
 def _interrupted(run_dir: str) -> None:
     from hexray.train.checkpoint import find_checkpoints
 
-    found = find_checkpoints(run_dir) if "://" not in run_dir and Path(run_dir).is_dir() else []
-    where = f"the last checkpoint is {found[-1].name}" if found else "no epoch had finished, so no checkpoint exists"
+    found = find_checkpoints(run_dir) if storage.is_dir(run_dir) else []
+    where = (f"the last checkpoint is {storage.basename(found[-1])}" if found
+             else "no epoch had finished, so no checkpoint exists")
     print(f"\ninterrupted; {where}. Continue with:  hexray train --resume {run_dir}", flush=True)
     raise KeyboardInterrupt
 
@@ -236,21 +254,20 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
 
     With `resume_dir`, the run keeps its name and storage path, so Ray hands the loop its latest checkpoint.
     """
-    from hexray.train.checkpoint import restore_method
 
     if resume_dir is not None:
-        path = Path(resume_dir).expanduser().resolve()
-        if not (path / "config.yaml").is_file():
+        path = storage.normalize(resume_dir)
+        if not storage.is_file(storage.join(path, "config.yaml")):
             raise FileNotFoundError(f"--resume: {path} is not a run directory (no config.yaml)")
-        run_name, storage = path.name, str(path.parent)
+        run_name, where = storage.basename(path), storage.parent(path)
     else:
-        run_name, storage = None, None
+        run_name, where = None, None
     ensure_ray()
-    cfg, run_dir = resolve_run(cfg, run_name, storage)
+    cfg, run_dir = resolve_run(cfg, run_name, where)
     started = time.time()
-    trainer = build_trainer(cfg, run_name=cfg.run.name, storage_path=cfg.run.storage_path)
+    trainer = build_trainer(cfg, run_name=cfg.run.name, storage_path=cfg.run.storage_path, final_eval=final_eval)
     print(f"hexray train: run directory {run_dir}", flush=True)
-    tail = ProgressTail(run_dir) if cfg.run.progress and "://" not in run_dir else None
+    tail = ProgressTail(run_dir) if cfg.run.progress else None
     if tail is not None:
         tail.start()
     try:
@@ -258,7 +275,7 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
     except (KeyboardInterrupt, SystemExit):  # Ray's own SIGINT handler aborts the run and calls sys.exit
         _interrupted(run_dir)
     except Exception as err:  # Ray wraps worker errors; surface the NaN guard's message as a user error
-        message = _failure_message(err)
+        message = _failure_message(err, cfg)
         if message:
             raise ValueError(message) from err
         raise
@@ -274,31 +291,38 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
                                "workers": _placement(run_dir), "train_seconds": round(train_seconds, 1)}
     if result.checkpoint is not None:
         summary["checkpoint"] = result.checkpoint.path
+    summary["epochs"] = _completed_epochs(run_dir, result)
     if final_eval:
-        method, cfg_used, epoch = restore_method(run_dir)
-        summary["epochs"] = epoch
-        summary["evaluation"] = _final_evaluation(method.backbone, cfg_used)
+        summary["evaluation"] = _final_table(run_dir)
+    summary["driver_peak_rss_mb"] = _peak_rss_mb()
     summary["wall_seconds"] = round(time.time() - started, 1)
-    if "://" not in run_dir:
-        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+    storage.write_text(storage.join(run_dir, "summary.json"), json.dumps(summary, indent=1))
     return RunResult(run_dir=run_dir, summary=summary)
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not k.startswith("worker/")}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))
+            and not k.startswith(("worker/", "final/")) and k != "final_eval"}
 
 
-def _final_evaluation(backbone: Any, cfg: TrainConfig) -> dict[str, dict[str, float]]:
-    from hexray.eval.datasource import read_split
-    from hexray.train.final_eval import evaluate_run, format_table
+def _final_table(run_dir: str) -> dict[str, dict[str, float]]:
+    """The end-of-run table the workers reported, as the run recorder saved it (the driver only prints it: it
+    reads no images)."""
+    from hexray.train.final_eval import format_table, from_metrics
+    from hexray.train.metrics import FINAL_EVAL_FILE
 
-    root, manifest = _dataset_facts(cfg)
-    d = cfg.data
-    train = read_split(root, d.train_split, image_size=d.image_size, max_samples=d.limit_train, seed=cfg.run.seed,
-                       manifest=manifest)
-    test = read_split(root, d.eval_split, image_size=d.image_size, max_samples=d.limit_eval, seed=cfg.run.seed + 1,
-                      manifest=manifest)
-    results = evaluate_run(backbone, train[:2], test[:2], num_classes=manifest.num_classes,
-                           class_to_superclass=manifest.class_to_superclass, seed=cfg.run.seed)
+    path = storage.join(run_dir, FINAL_EVAL_FILE)
+    results = from_metrics(json.loads(storage.read_text(path))) if storage.is_file(path) else {}
+    if not results:
+        raise RuntimeError(f"the workers reported no end-of-run table ({path} is missing); see the log above")
     print("\n" + format_table(results), flush=True)
     return results
+
+
+def _peak_rss_mb() -> float:
+    """This (driver) process's peak resident memory: it must not grow with the dataset (tests/ check it)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)

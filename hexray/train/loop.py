@@ -16,7 +16,6 @@ import socket
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,6 +24,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from hexray import storage
 from hexray.data.views import ViewMaker
 from hexray.distributed import convert_sync_batchnorm
 from hexray.train.checkpoint import checkpoint_dir_name, load_state, save_state
@@ -46,16 +46,26 @@ def _placement(rank: int) -> dict[str, Any]:
             "worker/node_ip": ray.util.get_node_ip_address(), "worker/hostname": socket.gethostname()}
 
 
-def _eval_tensors(root: str, split: str, image_size: int, limit: int | None, seed: int,
-                  class_to_superclass: list[int] | None) -> dict[str, torch.Tensor]:
-    """A fixed, seeded eval subset as CPU tensors, read straight from the shards (no Ray Data: a few thousand
-    images decode in seconds, while a Dataset execution costs scheduling rounds on a small machine)."""
-    from hexray.eval.datasource import read_split
+def _eval_share(root: str, split: str, image_size: int, limit: int | None, seed: int, rank: int,
+                world: int) -> dict[str, torch.Tensor]:
+    """This worker's share of a fixed, seeded eval sample as CPU tensors, read straight from the shards (no Ray
+    Data: a few thousand images decode in seconds, while a Dataset execution costs scheduling rounds on a small
+    machine). The sample does not depend on the number of workers; each holds only its share."""
+    from hexray.eval.datasource import read_share
 
-    images, labels, _ = read_split(root, split, image_size=image_size, max_samples=limit, seed=seed)
-    table = torch.tensor(class_to_superclass) if class_to_superclass else None
-    superclass = table[labels] if table is not None else torch.full_like(labels, -1)
-    return {"image": images, "label": labels, "superclass": superclass}
+    share = read_share(root, split, image_size=image_size, max_rows=limit, seed=seed, rank=rank, world=world)
+    return {k: share[k] for k in ("image", "label", "superclass")}
+
+
+def _gather_on(device: torch.device) -> Any:
+    """Features and labels of every worker's share, concatenated on rank 0 (None on the others)."""
+    from hexray.distributed import gather_to_first
+
+    def gather(t: torch.Tensor) -> torch.Tensor | None:
+        out = gather_to_first(t.to(device))
+        return None if out is None else out.cpu()
+
+    return gather
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
@@ -101,12 +111,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     start_epoch, step, restored = 0, 0, {}
     guard = NanGuard(cfg.run.on_nan, cfg.run.max_nan_skips)
-    checkpoint, seeded = ray.train.get_checkpoint(), False
-    if checkpoint is None and cfg.checkpoint.init_from:
-        checkpoint, seeded = ray.train.Checkpoint.from_directory(cfg.checkpoint.init_from), True
+    checkpoint, state, seeded = ray.train.get_checkpoint(), None, False
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             state = load_state(ckpt_dir)
+    elif cfg.checkpoint.init_from:  # another run's checkpoint, local or on object storage (read where we run)
+        state, seeded = load_state(cfg.checkpoint.init_from), True
+    if state is not None:
         restored = restore_training_state(state, module, optimizer, scheduler)
         if seeded:  # another run's state: keep its weights and position, but this config's learning rates
             _reapply_lrs(optimizer, scheduler, fresh_lrs)
@@ -123,12 +134,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     inner: TrainModule = model.module if hasattr(model, "module") else model
 
     monitor = None
-    if rank == 0 and cfg.probe.knn_every_epochs > 0:
+    if cfg.probe.knn_every_epochs > 0:  # every worker embeds its share; rank 0 scores the gathered features
         d, p = cfg.data, cfg.probe
-        bank = _eval_tensors(config["root"], d.train_split, d.image_size, p.knn_train_limit, cfg.run.seed, c2s)
-        queries = _eval_tensors(config["root"], d.eval_split, d.image_size, p.knn_eval_limit, cfg.run.seed + 1, c2s)
+        bank = _eval_share(config["root"], d.train_split, d.image_size, p.knn_train_limit, cfg.run.seed, rank, world)
+        queries = _eval_share(config["root"], d.eval_split, d.image_size, p.knn_eval_limit, cfg.run.seed + 1, rank,
+                              world)
         monitor = KnnMonitor(bank, queries, num_classes=num_classes, class_to_superclass=c2s, k=p.knn_k,
-                             temperature=p.knn_temperature)
+                             temperature=p.knn_temperature, gather=_gather_on(device) if world > 1 else None)
     views = _view_maker(config.get("views"))
     stream = _EpochStream(ray.train.get_dataset_shard("train"), batch_size=per_worker_batch, device=device,
                           shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed)
@@ -157,6 +169,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
             label, superclass = batch["label"], batch["superclass"]
+            if hooks.get("stall_last_rank_s") and 0 < rank == world - 1 and i == 0 and epoch == start_epoch:
+                time.sleep(hooks["stall_last_rank_s"])  # test hook: a stalled peer; the others time out in a collective
             if rank == 0 and i == 1 and hooks.get("crash_after_epoch") == epoch:
                 _crash_once(hooks)  # test hook: die mid-epoch, after epoch k's checkpoint is registered
             # gradient accumulation: each micro-batch's loss on its own batch; the optimizer steps after the k-th
@@ -200,7 +214,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if epoch + 1 < cfg.run.epochs:
             stream.start_next(epoch + 1)  # next epoch loads while the monitor, report and checkpoint run
         epoch_no = epoch + 1
-        metrics = {**_means(sums, count), **restored, "epoch": epoch_no, "step": step, "epoch_end": 1,
+        metrics = {**_global_means(sums, count, device), **restored, "epoch": epoch_no, "step": step, "epoch_end": 1,
                    "lr": optimizer.param_groups[0]["lr"], "images_per_s": images / max(train_time, 1e-9),
                    "time/data_wait_frac": wait_time / max(train_time, 1e-9), "time/first_batch_s": first_batch,
                    "time/epoch_s": time.perf_counter() - epoch_start, "nan_skips": guard.skipped,
@@ -214,6 +228,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
         _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
+
+    if config.get("final_eval"):  # the end-of-run table, by all workers together; rank 0 reports it
+        from hexray.train.final_eval import evaluate_on_workers, to_metrics
+
+        results = evaluate_on_workers(inner.method.backbone, cfg, root=config["root"], manifest=None, rank=rank,
+                                      world=world, device=device, num_classes=num_classes, class_to_superclass=c2s)
+        ray.train.report({"epoch": cfg.run.epochs, "final_eval": 1, **(to_metrics(results) if results else {})})
 
 
 class _EpochStream:
@@ -283,20 +304,32 @@ def _poison(out: Any) -> None:
 
 def _crash_once(hooks: dict[str, Any]) -> None:
     """Kill this worker process once (a flag file remembers), as a node or process failure would."""
-    flag = Path(hooks["crash_flag"])
-    if flag.exists():
+    flag = hooks["crash_flag"]  # a local path or a URI next to the run directory
+    if storage.exists(flag):
         return
     name = checkpoint_dir_name(int(hooks["crash_after_epoch"]))
-    snapshot = Path(hooks["run_dir"]) / "checkpoint_manager_snapshot.json"
+    snapshot = storage.join(hooks["run_dir"], "checkpoint_manager_snapshot.json")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (snapshot.is_file() and name in snapshot.read_text()):
+    while time.monotonic() < deadline and not (storage.is_file(snapshot) and name in storage.read_text(snapshot)):
         time.sleep(0.5)  # Ray's controller polls reports every ~2 s; die only once it has registered the checkpoint
-    flag.write_text(f"crashed after {name}\n")
+    storage.write_text(flag, f"crashed after {name}\n")
     os._exit(1)
 
 
 def _means(sums: dict[str, Any], count: int) -> dict[str, float]:
     return {k: float(v) / count for k, v in sums.items()} if count else {}
+
+
+def _global_means(sums: dict[str, Any], count: int, device: torch.device) -> dict[str, float]:
+    """Epoch means over every worker's steps (the epoch's reported loss and terms are the run's, not rank 0's).
+    The NaN guard skips steps on all ranks together, so every rank holds the same keys."""
+    from hexray.distributed import sum_over_workers
+
+    keys = sorted(sums)
+    values = [torch.as_tensor(sums[k], dtype=torch.float32, device=device).reshape(()) for k in keys]
+    total = sum_over_workers(torch.stack([*values, torch.tensor(float(count), device=device)]))
+    n = float(total[-1])
+    return {k: float(v) / n for k, v in zip(keys, total[:-1].tolist(), strict=True)} if n else {}
 
 
 def _corrupt_count(key: str | None) -> int:

@@ -5,49 +5,72 @@ reports of every rank (rank 0's metrics are the run's; every rank contributes it
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from ray.train import UserCallback
 
+from hexray import storage
+
 PROGRESS_FILE = "progress.log"
+FINAL_EVAL_FILE = "final_eval.json"  # the workers' end-of-run table (Ray's Result.metrics is the last checkpoint's)
 PLACEMENT_KEYS = ("worker/rank", "worker/node_id", "worker/node_ip", "worker/hostname")
 FIRST_COLUMNS = ("epoch", "step", "loss")
 PROGRESS_KEYS = ("loss", "knn/top1", "knn/superclass", "probe/online_top1", "hex/epsilon", "lr")
 
 
 class CsvMetricsWriter:
-    """Append rows to a CSV whose columns are the union of every key seen; a new key rewrites the file once."""
+    """Rows into a CSV whose columns are the union of every key seen, at a local path or on object storage.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    Locally rows are appended (a new key rewrites the file once). Object stores have no append, so there the
+    whole file is rewritten — at most every `flush_every_s` seconds, and always on `flush()` (each epoch's end).
+    """
+
+    def __init__(self, path: str | Path, flush_every_s: float = 30.0) -> None:
+        self.path = storage.normalize(str(path))
+        self.remote = storage.is_remote(self.path)
+        self.flush_every_s = flush_every_s
         self.columns: list[str] = []
         self.rows: list[dict[str, Any]] = []
-        if self.path.is_file():  # a resumed run appends to its earlier rows
-            with self.path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self.columns = list(reader.fieldnames or [])
-                self.rows = list(reader)
+        self._written = 0  # rows already in the file
+        self._last_flush = time.monotonic()
+        if storage.is_file(self.path):  # a resumed run appends to its earlier rows
+            reader = csv.DictReader(io.StringIO(storage.read_text(self.path), newline=""))
+            self.columns = list(reader.fieldnames or [])
+            self.rows = list(reader)
+            self._written = len(self.rows)
 
     def write(self, row: dict[str, Any]) -> None:
         row = {k: v for k, v in row.items() if isinstance(v, (int, float, str)) and not k.startswith("worker/")}
         self.rows.append(row)
         new = [k for k in row if k not in self.columns]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if new or not self.path.is_file():
+        if new:
             first = [c for c in FIRST_COLUMNS if c in self.columns or c in row]
             self.columns = first + sorted(c for c in {*self.columns, *row} if c not in first)
-            with self.path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.columns)
-                writer.writeheader()
-                writer.writerows(self.rows)
+            self._written = -1  # the header changed: the file must be rewritten
+        if not self.remote or time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._written == len(self.rows):
+            return
+        if self.remote or self._written <= 0 or not storage.is_file(self.path):
+            buf = io.StringIO(newline="")
+            writer = csv.DictWriter(buf, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+            storage.write_text(self.path, buf.getvalue())
         else:
-            with self.path.open("a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writerows(self.rows[self._written:])
+        self._written = len(self.rows)
+        self._last_flush = time.monotonic()
 
 
 def format_duration(seconds: float) -> str:
@@ -82,23 +105,37 @@ class RunRecorder(UserCallback):
         self.total_epochs = total_epochs
         self._writer: CsvMetricsWriter | None = None
         self._epoch_seconds: list[float] = []
+        self._placement: list[dict[str, Any]] | None = None
+        self._progress: str | None = None
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if not metrics:
             return
         if self._writer is None:
-            self._writer = CsvMetricsWriter(Path(self.run_dir) / "metrics.csv")
+            self._writer = CsvMetricsWriter(storage.join(self.run_dir, "metrics.csv"))
         main = metrics[0]
+        if main.get("final_eval"):  # the end-of-run table, for the driver's summary.json; not a metrics.csv row
+            table = {k: v for k, v in main.items() if k.startswith("final/")}
+            storage.write_text(storage.join(self.run_dir, FINAL_EVAL_FILE), json.dumps(table, indent=1))
+            return
         self._writer.write(main)
         placement = [{k.split("/", 1)[1]: m[k] for k in PLACEMENT_KEYS if k in m} for m in metrics]
-        if all(placement):
-            (Path(self.run_dir) / "placement.json").write_text(json.dumps(placement, indent=1))
+        if all(placement) and placement != self._placement:
+            storage.write_text(storage.join(self.run_dir, "placement.json"), json.dumps(placement, indent=1))
+            self._placement = placement
         if main.get("epoch_end"):
+            self._writer.flush()
             if isinstance(main.get("time/epoch_s"), (int, float)):
                 self._epoch_seconds.append(float(main["time/epoch_s"]))
-            line = progress_line(main, self.total_epochs, self._epoch_seconds)
-            with (Path(self.run_dir) / PROGRESS_FILE).open("a") as f:
-                f.write(line + "\n")
+            self._append_progress(progress_line(main, self.total_epochs, self._epoch_seconds) + "\n")
+
+    def _append_progress(self, line: str) -> None:
+        """progress.log gains one line (rewritten whole: object stores cannot append; it is one line per epoch)."""
+        path = storage.join(self.run_dir, PROGRESS_FILE)
+        if self._progress is None:
+            self._progress = storage.read_text(path) if storage.is_file(path) else ""
+        self._progress += line
+        storage.write_text(path, self._progress)
 
 
 class ProgressTail(threading.Thread):
@@ -107,21 +144,25 @@ class ProgressTail(threading.Thread):
 
     def __init__(self, run_dir: str, interval: float = 1.0, stream: Any = None) -> None:
         super().__init__(daemon=True)
-        self.path = Path(run_dir) / PROGRESS_FILE
+        self.path = storage.join(run_dir, PROGRESS_FILE)
         self.interval, self.stream = interval, stream or sys.stdout
+        if storage.is_remote(self.path):
+            self.interval = max(interval, 2.0)  # one GET per poll on object storage
         self._stop_event = threading.Event()
-        self._offset = self.path.stat().st_size if self.path.is_file() else 0
+        self._offset = len(self._read())
+
+    def _read(self) -> bytes:
+        try:
+            return storage.read_bytes(self.path)
+        except FileNotFoundError:
+            return b""
 
     def poll(self) -> None:
-        if not self.path.is_file():
-            return
-        with self.path.open() as f:
-            f.seek(self._offset)
-            text = f.read()
-        complete = text[: text.rfind("\n") + 1]
-        self._offset += len(complete.encode())
+        data = self._read()[self._offset:]
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
         if complete:
-            self.stream.write(complete)
+            self.stream.write(complete.decode("utf-8", "replace"))
             self.stream.flush()
 
     def run(self) -> None:

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,8 @@ def embed(backbone: nn.Module, images: Tensor, *, batch_size: int = 512, device:
     backbone.eval()
     try:
         chunks = []
+        if images.shape[0] == 0:  # a worker whose share is empty still knows the feature width
+            return backbone(images.to(device)).float().cpu()
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size].to(device, non_blocking=True)
             if channels_last:
@@ -64,36 +66,55 @@ def embed(backbone: nn.Module, images: Tensor, *, batch_size: int = 512, device:
         backbone.train(was_training)
 
 
+Gather = Callable[[Tensor], "Tensor | None"]
+
+
 class KnnMonitor:
-    """kNN accuracy of the current backbone: bank (train images + labels) → queries (held-out images)."""
+    """kNN accuracy of the current backbone: bank (train images + labels) → queries (held-out images).
+
+    With `gather` (training on several workers) each worker holds only its share of bank and queries and embeds
+    it; `gather` concatenates the features on rank 0 (None elsewhere), which scores them: the work is parallel
+    and no worker holds all the images. Every worker must call `evaluate` (it is a collective)."""
 
     def __init__(self, bank: dict[str, Tensor], queries: dict[str, Tensor], *, num_classes: int,
-                 class_to_superclass: Sequence[int] | None, k: int = 20, temperature: float = 0.07) -> None:
-        for name, batch in (("bank", bank), ("queries", queries)):
-            if batch["image"].shape[0] == 0:
-                raise ValueError(f"kNN monitor {name} is empty: check data.eval_split / probe.knn_*_limit")
+                 class_to_superclass: Sequence[int] | None, k: int = 20, temperature: float = 0.07,
+                 gather: Gather | None = None) -> None:
+        self.gather = gather
         self.bank, self.queries = bank, queries
         self.num_classes, self.k, self.temperature = num_classes, k, temperature
         self.class_to_superclass = list(class_to_superclass) if class_to_superclass else None
+        if gather is None:
+            self._check(bank["label"], queries["label"])
+
+    @staticmethod
+    def _check(bank_labels: Tensor, query_labels: Tensor) -> None:
+        for name, labels in (("bank", bank_labels), ("queries", query_labels)):
+            if labels.shape[0] == 0:
+                raise ValueError(f"kNN monitor {name} is empty: check data.eval_split / probe.knn_*_limit")
 
     def evaluate(self, backbone: nn.Module, probe: OnlineProbe | None = None, *, device: torch.device | str = "cpu",
                  channels_last: bool = False) -> dict[str, float]:
         """`knn/top1` (and `knn/superclass`: fine prediction mapped to its superclass) plus the online probe's
-        held-out accuracies when a probe is given."""
+        held-out accuracies when a probe is given ({} on workers other than rank 0 when gathering)."""
         bank_x = embed(backbone, self.bank["image"], device=device, channels_last=channels_last)
         query_x = embed(backbone, self.queries["image"], device=device, channels_last=channels_last)
+        bank_y, query_y, query_sup = self.bank["label"], self.queries["label"], self.queries.get("superclass")
+        if self.gather is not None:
+            parts = [None if t is None else self.gather(t) for t in (bank_x, query_x, bank_y, query_y, query_sup)]
+            if parts[0] is None:
+                return {}
+            bank_x, query_x, bank_y, query_y, query_sup = parts
+            self._check(bank_y, query_y)
         kw = dict(ks=(self.k,), temperature=self.temperature, num_classes=self.num_classes)
         out: dict[str, float] = {}
         if self.class_to_superclass is not None:
-            acc = superclass_knn_accuracies(bank_x, self.bank["label"], query_x, self.queries["label"],
-                                            self.class_to_superclass, **kw)
+            acc = superclass_knn_accuracies(bank_x, bank_y, query_x, query_y, self.class_to_superclass, **kw)
             out["knn/top1"] = acc["fine"][self.k]
             out["knn/superclass"] = acc["fine_then_map"][self.k]
         else:
-            out["knn/top1"] = knn_accuracies(bank_x, self.bank["label"], query_x, self.queries["label"], **kw)[self.k]
+            out["knn/top1"] = knn_accuracies(bank_x, bank_y, query_x, query_y, **kw)[self.k]
         if probe is not None:
             p = next(probe.parameters())
-            sup = self.queries.get("superclass")
-            out.update(probe.accuracies(query_x.to(p.device), self.queries["label"].to(p.device),
-                                        None if sup is None else sup.to(p.device)))
+            out.update(probe.accuracies(query_x.to(p.device), query_y.to(p.device),
+                                        None if query_sup is None else query_sup.to(p.device)))
         return out

@@ -25,6 +25,7 @@ from typing import Any
 from ray.train.v2.api.callback import UserCallback  # what ray.train.UserCallback is under Train V2
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from hexray import storage
 from hexray.tune.space import flatten_trial_config
 
 DEFAULT_BUILDER = "hexray.train.launch:build_trainer"
@@ -73,10 +74,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
-    init_from = _local_checkpoint_dir(checkpoint) if checkpoint is not None else None
+    init_from = _checkpoint_location(checkpoint) if checkpoint is not None else None
     cfg = trial_config(config, setup, init_from)
     trial_name = os.path.basename(os.path.normpath(tune.get_context().get_trial_dir()))
-    storage_path = os.path.join(setup.experiment_dir, trial_name)
+    storage_path = storage.join(setup.experiment_dir, trial_name)
     run_name = setup.run_name if init_from is None else f"{setup.run_name}-from-{uuid.uuid4().hex[:8]}"
     build = resolve_builder(setup.builder)
     if not setup.forward_checkpoints:
@@ -85,13 +86,21 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     _fit_forwarding_checkpoints(build, cfg, run_name, storage_path)
 
 
-def _local_checkpoint_dir(checkpoint: Any) -> str:
-    """A local directory holding the Tune checkpoint (downloaded next to the trial when storage is remote)."""
+_URI_SCHEMES = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs", "abfs": "abfs"}
+
+
+def _checkpoint_location(checkpoint: Any) -> str:
+    """Where the Tune checkpoint lives, as a location any node can read: its local path, or the URI of its
+    object on the sweep's storage (never a download into this node's disk: the trial's training workers may run
+    on other nodes). Built from the checkpoint's filesystem type and its path inside that filesystem."""
     import pyarrow.fs
 
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         return checkpoint.path
-    return checkpoint.to_directory()
+    kind = checkpoint.filesystem.type_name
+    if kind not in _URI_SCHEMES:
+        raise ValueError(f"PBT checkpoint on a {kind!r} filesystem: no URI scheme known ({sorted(_URI_SCHEMES)})")
+    return f"{_URI_SCHEMES[kind]}://{checkpoint.path.lstrip('/')}"
 
 
 def _fit_forwarding_checkpoints(build: Callable[..., Any], cfg: Any, run_name: str, storage_path: str) -> None:

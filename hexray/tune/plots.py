@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
+
+from hexray.storage import StoragePath, write_figure
 
 PARAMS_PLOT = "metric_vs_params.png"
 CURVES_PLOT = "metric_curves.png"
@@ -20,7 +21,7 @@ def _pyplot():
     return plt
 
 
-def plot_metric_vs_params(table: pd.DataFrame, keys: list[str], metric: str, path: Path) -> Path:
+def plot_metric_vs_params(table: pd.DataFrame, keys: list[str], metric: str, path: StoragePath) -> StoragePath:
     """One panel per searched key: best metric of each finished trial against that key's value.
 
     Numeric keys use a numeric axis (log when the values span > 2 decades); others are placed at categories.
@@ -51,12 +52,12 @@ def plot_metric_vs_params(table: pd.DataFrame, keys: list[str], metric: str, pat
         ax.axis("off")
     fig.suptitle(f"{metric} (best per trial) vs searched keys")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
 
-def plot_metric_curves(curves: pd.DataFrame, metric: str, path: Path) -> Path:
+def plot_metric_curves(curves: pd.DataFrame, metric: str, path: StoragePath) -> StoragePath:
     """The metric at each report of every trial (ASHA's early stops show as short curves)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -68,13 +69,14 @@ def plot_metric_curves(curves: pd.DataFrame, metric: str, path: Path) -> Path:
     if 0 < curves["trial_id"].nunique() <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
 
-def write_plots(table: pd.DataFrame, curves: pd.DataFrame, keys: list[str], metric: str, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_plots(table: pd.DataFrame, curves: pd.DataFrame, keys: list[str], metric: str,
+                out_dir: StoragePath) -> list[StoragePath]:
+    out_dir.mkdir()
     return [
         plot_metric_vs_params(table, keys, metric, out_dir / PARAMS_PLOT),
         plot_metric_curves(curves, metric, out_dir / CURVES_PLOT),

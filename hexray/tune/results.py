@@ -6,6 +6,7 @@ its results; they are ranked after every trial that reported the metric.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from hexray.storage import StoragePath
 from hexray.tune.space import flatten_trial_config
 from hexray.tune.spec import SweepSpec
 
@@ -26,10 +28,10 @@ class SweepReport:
     """Paths of what was written plus the table itself (sorted best first)."""
 
     table: pd.DataFrame
-    csv: Path
-    parquet: Path
+    csv: StoragePath
+    parquet: StoragePath
     curves: pd.DataFrame
-    best_config: Path | None
+    best_config: str | None
 
 
 def trial_table(results: Any, spec: SweepSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -77,13 +79,16 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[-1] if lines else text}"[:500]
 
 
-def write_table(table: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
-    """CSV and Parquet of the trial table (mixed-type parameter columns are stored as strings in Parquet)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_table(table: pd.DataFrame, curves: pd.DataFrame, out_dir: StoragePath) -> tuple[StoragePath, StoragePath]:
+    """CSV and Parquet of the trial table (mixed-type parameter columns are stored as strings in Parquet), in the
+    experiment directory (local or on object storage)."""
+    out_dir.mkdir()
     csv, parquet = out_dir / f"{TABLE_NAME}.csv", out_dir / f"{TABLE_NAME}.parquet"
-    table.to_csv(csv, index=False)
-    _parquet_safe(table).to_parquet(parquet, index=False)
-    curves.to_csv(out_dir / CURVES_NAME, index=False)
+    csv.write_text(table.to_csv(index=False))
+    buf = io.BytesIO()
+    _parquet_safe(table).to_parquet(buf, index=False)
+    parquet.write_bytes(buf.getvalue())
+    (out_dir / CURVES_NAME).write_text(curves.to_csv(index=False))
     return csv, parquet
 
 
@@ -98,7 +103,7 @@ def _parquet_safe(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_best_config(table: pd.DataFrame, results: Any, spec: SweepSpec, base: Mapping[str, Any],
-                      out_dir: Path) -> Path | None:
+                      out_dir: StoragePath) -> str | None:
     """The best trial's full TrainConfig as YAML (`hexray train best_config.yaml` runs it); None if none succeeded."""
     from hexray.config import apply_overrides, config_from_dict, save_config
 
@@ -110,7 +115,7 @@ def write_best_config(table: pd.DataFrame, results: Any, spec: SweepSpec, base: 
     overrides = flatten_trial_config(result.config or {})
     data = apply_overrides(base, overrides)
     data.setdefault("run", {})["name"] = f"{spec.name}-best"
-    return save_config(config_from_dict(data), out_dir / BEST_CONFIG_NAME)
+    return save_config(config_from_dict(data), str(out_dir / BEST_CONFIG_NAME))
 
 
 def summarize(report: SweepReport, spec: SweepSpec, top: int = 10) -> str:
@@ -129,7 +134,7 @@ def summarize(report: SweepReport, spec: SweepSpec, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def report_results(results: Any, spec: SweepSpec, base: Mapping[str, Any], out_dir: Path) -> SweepReport:
+def report_results(results: Any, spec: SweepSpec, base: Mapping[str, Any], out_dir: StoragePath) -> SweepReport:
     """Write the table, curves and best config of a finished (or partly finished) sweep."""
     table, curves = trial_table(results, spec)
     csv, parquet = write_table(table, curves, out_dir)

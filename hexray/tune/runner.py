@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from hexray.storage import StoragePath
 from hexray.tune.driver import DEFAULT_BUILDER, INIT_CHECKPOINT_KEY, TrialSetup, run_trial
 from hexray.tune.space import pbt_mutations, to_tune_space, validate_space
 from hexray.tune.spec import SweepError, SweepSpec, sweep_from_dict
@@ -28,7 +29,7 @@ class PreparedSweep:
 
     spec: SweepSpec
     base: dict[str, Any]
-    experiment_dir: Path
+    experiment_dir: StoragePath
 
 
 def prepare_sweep(
@@ -45,8 +46,44 @@ def prepare_sweep(
         raise SweepError("search.algorithm: 'optuna' needs the optuna package: pip install 'hexray[optuna]'")
     if spec.scheduler.kind == "pbt":
         _check_init_key(base, init_key, apply_overrides, config_from_dict)
-    experiment_dir = Path(storage_path or spec.storage_path).expanduser().resolve() / (name or spec.name)
+    _check_run_length(spec, base, apply_overrides, config_from_dict)
+    experiment_dir = StoragePath(storage_path or spec.storage_path) / (name or spec.name)  # local or s3://...
     return PreparedSweep(spec=spec, base=apply_overrides(base, spec.overrides), experiment_dir=experiment_dir)
+
+
+def _check_run_length(spec: SweepSpec, base: Mapping[str, Any], apply_overrides: Callable,
+                      config_from_dict: Callable) -> None:
+    """Scheduler settings against the run length: a trial reports once per epoch (training_iteration = epoch),
+    so ASHA's max_t beyond the shortest run's epochs never stops anything, and PBT never perturbs a trial that
+    ends before its first interval."""
+    from hexray.tune.space import candidate_assignments
+
+    assignments = [{}, *candidate_assignments(spec)]
+    epochs = [config_from_dict(apply_overrides(base, {**spec.overrides, **a})).run.epochs for a in assignments]
+    shortest = min(epochs)
+    s = spec.scheduler
+    if s.kind == "asha":
+        if s.max_t > shortest:
+            raise SweepError(f"scheduler.max_t: {s.max_t} exceeds run.epochs ({shortest}); trials report once per "
+                             f"epoch, so set max_t <= {shortest}")
+        if s.grace_period > s.max_t:
+            raise SweepError(f"scheduler.grace_period: {s.grace_period} exceeds scheduler.max_t ({s.max_t})")
+    if s.kind == "pbt" and s.perturbation_interval >= shortest:
+        raise SweepError(f"scheduler.perturbation_interval: {s.perturbation_interval} >= run.epochs ({shortest}): "
+                         "PBT would never exploit or explore; use a shorter interval or longer runs")
+
+
+def check_driver_resources(spec: SweepSpec) -> None:
+    """The cluster must declare the custom resources trial drivers ask for, or every trial waits forever."""
+    import ray
+
+    available = ray.cluster_resources()
+    missing = [k for k in spec.trial.driver_resources if k not in ("CPU", "GPU", "memory") and k not in available]
+    if missing:
+        raise SweepError(
+            f"trial.driver_resources asks for {missing}, which no node of this Ray cluster declares: start the "
+            f"head/CPU node with `ray start ... --resources='{{\"{missing[0]}\": 100}}'` (cluster/*.yaml do), or "
+            f"set trial.driver_resources: {{CPU: 0.01}}")
 
 
 def _check_init_key(
@@ -83,9 +120,17 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
             name=prepared.experiment_dir.name,
             storage_path=str(prepared.experiment_dir.parent),
             failure_config=tune.FailureConfig(max_failures=spec.trial.max_failures),
+            # PBT's forwarded checkpoints, per trial: as many as the training config keeps (None = all)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=_keep(prepared.base)),
             verbose=verbose,
         ),
     )
+
+
+def _keep(base: Mapping[str, Any]) -> int | None:
+    from hexray.config import config_from_dict
+
+    return config_from_dict(base).checkpoint.keep
 
 
 def trainable(prepared: PreparedSweep, builder: str | Callable[..., Any] = DEFAULT_BUILDER,
@@ -133,7 +178,7 @@ def _search_alg(spec: SweepSpec) -> Any:
 
 def write_sweep_files(prepared: PreparedSweep) -> None:
     """Store the sweep (paths made absolute) and the base config in the experiment dir, for `--resume`."""
-    prepared.experiment_dir.mkdir(parents=True, exist_ok=True)
+    prepared.experiment_dir.mkdir()
     raw = dict(prepared.spec.raw)
     raw["name"] = prepared.experiment_dir.name
     raw["storage_path"] = str(prepared.experiment_dir.parent)
@@ -145,8 +190,8 @@ def write_sweep_files(prepared: PreparedSweep) -> None:
 
 
 def load_prepared(experiment_dir: str | Path, *, init_key: str = INIT_CHECKPOINT_KEY) -> PreparedSweep:
-    """The PreparedSweep stored in an experiment dir by `write_sweep_files`."""
-    experiment_dir = Path(experiment_dir).expanduser().resolve()
+    """The PreparedSweep stored in an experiment dir (local or a URI) by `write_sweep_files`."""
+    experiment_dir = StoragePath(experiment_dir)
     sweep_file = experiment_dir / SWEEP_FILE
     if not sweep_file.is_file():
         raise FileNotFoundError(f"not a hexray sweep directory (no {SWEEP_FILE}): {experiment_dir}")
@@ -157,6 +202,7 @@ def load_prepared(experiment_dir: str | Path, *, init_key: str = INIT_CHECKPOINT
 def run_sweep(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = DEFAULT_BUILDER,
               init_key: str = INIT_CHECKPOINT_KEY, verbose: int = 1) -> Any:
     """Run every trial; returns Tune's ResultGrid (failed trials included, with their errors)."""
+    check_driver_resources(prepared.spec)
     write_sweep_files(prepared)
     return build_tuner(prepared, builder=builder, init_key=init_key, verbose=verbose).fit()
 
@@ -167,6 +213,7 @@ def resume_sweep(prepared: PreparedSweep, *, restart_errored: bool = False,
     checkpoint when they have one); failed trials stay failed unless `restart_errored`."""
     from ray import tune
 
+    check_driver_resources(prepared.spec)
     if not tune.Tuner.can_restore(str(prepared.experiment_dir)):
         raise FileNotFoundError(f"no Tune experiment state to resume in {prepared.experiment_dir}")
     tuner = tune.Tuner.restore(

@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+from hexray import storage
+from hexray.storage import StoragePath
+
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 SCHEDULERS = ("fifo", "asha", "pbt")
 ALGORITHMS = ("random", "grid", "optuna")
@@ -53,6 +56,9 @@ class ParamSpec:
         return any(branch.space for branch in self.branches)
 
 
+DRIVER_RESOURCE = "hexray_driver"  # custom resource of the nodes that host Tune's trial drivers
+
+
 @dataclass
 class SearchSpec:
     algorithm: str = "random"
@@ -75,9 +81,13 @@ class SchedulerSpec:
 
 @dataclass
 class TrialSpec:
-    """How each trial's driver runs: its tiny resource request (drivers only wait on their trainer) and retries."""
+    """How each trial's driver runs: its tiny resource request (drivers only wait on their trainer) and retries.
 
-    driver_resources: dict[str, float] = field(default_factory=lambda: {"CPU": 0.01})
+    The default asks for a sliver of the custom resource `hexray_driver`, which only the head/CPU nodes declare
+    (cluster/*.yaml; a local Ray started by hexray declares it too), so drivers never take a GPU node's slot.
+    """
+
+    driver_resources: dict[str, float] = field(default_factory=lambda: {DRIVER_RESOURCE: 0.01})
     max_failures: int = 0
 
 
@@ -85,7 +95,7 @@ class TrialSpec:
 class SweepSpec:
     name: str
     source: Path | None
-    base_config: Path | None
+    base_config: Path | str | None
     overrides: dict[str, Any]
     space: dict[str, ParamSpec]
     metric: str = DEFAULT_METRIC
@@ -131,7 +141,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise SweepError(f"{path}: {err}") from err
 
 
-def sweep_from_dict(raw: Any, *, source: Path | None = None) -> SweepSpec:
+def sweep_from_dict(raw: Any, *, source: Path | StoragePath | None = None) -> SweepSpec:
     """Check a parsed sweep mapping. Relative `base_config` paths resolve against `source`'s folder (or the cwd)."""
     raw = _mapping(raw, "sweep")
     _no_unknown(raw, TOP_LEVEL_KEYS, "")
@@ -144,8 +154,11 @@ def sweep_from_dict(raw: Any, *, source: Path | None = None) -> SweepSpec:
         raise SweepError(f"base_config: expected a path string or null, got {base!r}")
     base_path = None
     if base is not None:
-        base_path = Path(base) if Path(base).is_absolute() else (folder / base)
-        if not base_path.is_file():
+        if "://" in base:  # a stored sweep on object storage names its base config by URI
+            base_path = base
+        else:
+            base_path = Path(base) if Path(base).is_absolute() else (folder / base)
+        if not storage.is_file(str(base_path)):
             raise SweepError(f"base_config: file not found: {base_path}")
     overrides = dict(_mapping(raw.get("overrides", {}), "overrides"))
     for key, value in _mapping(raw.get("scaling", {}), "scaling").items():
