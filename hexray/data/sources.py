@@ -123,7 +123,9 @@ def _list_images(class_dir: Path) -> list[Path]:
 
 
 def folder_source(root: str | Path, channels: int = 3) -> Source:
-    """ImageFolder: `root/<split>/<class>/*.jpg` (splits train/val/test) or `root/<class>/*` (split `train`)."""
+    """ImageFolder: `root/<split>/<class>/*.jpg` (splits train/val/test) or `root/<class>/*` (split `train`).
+    A split folder holding images directly (ImageNet's flat `val/`) takes its labels from ImageNet's ground-truth
+    files (`hexray.data.imagenet_val`); without them it is an error, never a silently dropped split."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
@@ -143,6 +145,12 @@ def folder_source(root: str | Path, channels: int = 3) -> Source:
             files = _list_images(split_dir / name) if (split_dir / name).is_dir() else []
             paths.extend(os.fspath(p) for p in files)
             labels.extend([label] * len(files))
+        flat = sorted(p for p in split_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if flat and split_dir != root:  # ImageNet's val/: images without class folders, labels in a side file
+            from hexray.data.imagenet_val import flat_val_labels
+
+            labels.extend(flat_val_labels(root, split_dir, flat, class_names))
+            paths.extend(os.fspath(p) for p in flat)
         if paths:
             splits.append(SplitSource(split, np.asarray(labels, dtype=np.int64), stable_ids(split, len(paths)),
                                       paths=paths))
