@@ -24,6 +24,20 @@ def test_cli_rejects_a_bad_sweep_before_ray(tmp_path, capsys):
     assert main(["sweep"]) == 2 and "exactly one of" in capsys.readouterr().err
 
 
+def test_sweep_check_validates_without_ray(tmp_path, capsys):
+    import ray
+
+    assert main(["sweep", str(SMOKE), "--check", "--storage-path", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "sweep 'smoke' OK" in out and "asha (max_t 3" in out and "hexray_driver" in out
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["scheduler"]["max_t"] = 5  # runs are 3 epochs long: ASHA could never stop anything at 5
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["sweep", str(tmp_path / "long.yaml"), "--check"]) == 2
+    assert "scheduler.max_t: 5 exceeds run.epochs (3)" in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "smoke").exists()
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(1200)

@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="override the sweep's name (the experiment directory's name)")
     parser.add_argument("--num-cpus", type=float, help="logical CPUs for a local Ray (default: max(4, cores))")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3), help="Tune's progress output level")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the sweep (base config, every searched value, scheduler vs run length) and "
+                             "print what would run; starts no Ray")
     parser.set_defaults(func=_run)
 
 
@@ -41,6 +44,9 @@ def _run(args: argparse.Namespace) -> int:
         prepared = runner.prepare_sweep(load_sweep(args.sweep_file), storage_path=args.storage_path, name=args.name)
     else:
         prepared = runner.load_prepared(args.resume or args.report)
+    if args.check:
+        print(_describe(prepared))
+        return 0
     _ensure_ray(args.num_cpus)
     if args.report:
         from ray import tune
@@ -52,6 +58,20 @@ def _run(args: argparse.Namespace) -> int:
         results = runner.run_sweep(prepared, verbose=args.verbose)
     print(write_outputs(results, prepared))
     return 0
+
+
+def _describe(prepared) -> str:  # noqa: ANN001 - a runner.PreparedSweep
+    """What a checked sweep would run, in a few lines."""
+    spec = prepared.spec
+    s = spec.scheduler
+    sched = {"asha": f"asha (max_t {s.max_t}, grace {s.grace_period})",
+             "pbt": f"pbt (every {s.perturbation_interval} epochs)"}.get(s.kind, s.kind)
+    return "\n".join([
+        f"# sweep {spec.name!r} OK: searches {', '.join(spec.searched_keys())}; metric {spec.metric} ({spec.mode})",
+        f"# {spec.num_samples} sample(s) per grid point, {spec.max_concurrent_trials} at a time, scheduler {sched}, "
+        f"search {spec.search.algorithm}",
+        f"# results: {prepared.experiment_dir}; trial drivers ask for {spec.trial.driver_resources}",
+    ])
 
 
 def write_outputs(results, prepared) -> str:
