@@ -99,12 +99,12 @@ def test_asha_stops_trials_failures_are_recorded_and_resume_reruns_nothing(ray_s
     assert table.loc[2.0, "iterations"] == 4 and table.loc[2.0, "probe/online_top1 (best)"] == pytest.approx(8.0)
     assert table.loc[0.5, "status"] == "TERMINATED" and table.loc[0.5, "iterations"] < 4  # ASHA stopped it
     assert table.loc[0.0, "status"] == "ERROR" and "injected failure" in table.loc[0.0, "error"]
-    assert pd.read_parquet(report.parquet).shape[0] == 4 and report.csv.is_file()
-    best = yaml.safe_load(report.best_config.read_text())
+    assert pd.read_parquet(str(report.parquet)).shape[0] == 4 and report.csv.is_file()
+    best = yaml.safe_load(Path(report.best_config).read_text())
     assert best["hex"]["beta"] == 2.0 and best["run"]["epochs"] == 4 and best["run"]["name"] == "asha-best"
     plots = write_plots(report.table, report.curves, prepared.spec.searched_keys(), prepared.spec.metric,
                         prepared.experiment_dir)
-    assert all(p.stat().st_size > 1000 for p in plots)
+    assert all(p.size() > 1000 for p in plots)
     assert "1 failed" in summarize(report, prepared.spec)
 
     starts = _starts(log_dir)

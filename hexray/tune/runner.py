@@ -120,17 +120,12 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
             name=prepared.experiment_dir.name,
             storage_path=str(prepared.experiment_dir.parent),
             failure_config=tune.FailureConfig(max_failures=spec.trial.max_failures),
-            # PBT's forwarded checkpoints, per trial: as many as the training config keeps (None = all)
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=_keep(prepared.base)),
+            # No cap on Tune's copies of PBT's forwarded checkpoints: an exploit restores the donor's checkpoint of
+            # its perturbation time, which a cap deletes while the weak trial restarts (seen with 2). Each trial's
+            # own training run keeps `checkpoint.keep` (Ray Train's CheckpointConfig in build_trainer).
             verbose=verbose,
         ),
     )
-
-
-def _keep(base: Mapping[str, Any]) -> int | None:
-    from hexray.config import config_from_dict
-
-    return config_from_dict(base).checkpoint.keep
 
 
 def trainable(prepared: PreparedSweep, builder: str | Callable[..., Any] = DEFAULT_BUILDER,
