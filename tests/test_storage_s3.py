@@ -143,15 +143,22 @@ def _cli(args: list[str], *, env: dict[str, str], cwd: Path, timeout: float) -> 
     return proc
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3, tmp_path):
+def _empty_machine(s3, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:  # noqa: ANN001
+    """An empty working directory, an empty HOME and an environment whose only storage settings are the standard
+    AWS variables of the S3 server: what a fresh cluster node has."""
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HEXRAY_", "RAY_ADDRESS"))}
     env.update(s3.env, HOME=str(home), RAY_TRAIN_V2_ENABLED="1", RAY_DATA_DISABLE_PROGRESS_BARS="1",
                RAY_USAGE_STATS_ENABLED="0")
+    return work, home, env
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3, tmp_path):
+    work, home, env = _empty_machine(s3, tmp_path)
     bucket = f"s3://{s3.bucket}"
     _cli(["shard", "synthetic-hierarchy", f"{bucket}/shards", "--option", "images_per_class=40",
           "--option", "image_size=16", "--workers", "1", "--min-shards", "4", "--no-progress"],
@@ -219,11 +226,7 @@ def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3, tmp_path):
 def test_sweep_on_s3_then_resume_and_report_from_the_bucket(s3, tmp_path):
     import yaml
 
-    work, home = tmp_path / "work", tmp_path / "home"
-    work.mkdir()
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HEXRAY_", "RAY_ADDRESS"))}
-    env.update(s3.env, HOME=str(home), RAY_TRAIN_V2_ENABLED="1", RAY_DATA_DISABLE_PROGRESS_BARS="1")
+    work, home, env = _empty_machine(s3, tmp_path)
     bucket = f"s3://{s3.bucket}"
     sweep = {
         "name": "tiny", "base_config": None,
