@@ -69,10 +69,17 @@ def read_split(root: str, split: str, *, image_size: int, max_samples: int | Non
             labels.append(int(shard_labels[r]))
     if not images:
         raise ValueError(f"no decodable images in split {split!r} of {root}")
-    x = torch.stack(images).div_(255.0)
+    return _normalized(images, m, image_size), torch.tensor(labels, dtype=torch.long), corrupt
+
+
+def _normalized(images: list[Tensor], m: Any, image_size: int) -> Tensor:
+    """Eval views (C, S, S) in [0, 255] → one (N, C, S, S) batch scaled to [0, 1] and normalised with the
+    manifest's mean/std, as training sees them; an empty list gives an empty batch of the right shape."""
+    size = (0, m.channels, image_size, image_size)
+    x = torch.stack(images).div_(255.0) if images else torch.empty(size)
     mean = torch.tensor(m.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(m.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - mean) / std, torch.tensor(labels, dtype=torch.long), corrupt
+    return (x - mean) / std
 
 
 def share_plan(manifest: Any, split: str, max_rows: int | None, seed: int) -> list[tuple[str, int]]:
@@ -120,11 +127,7 @@ def read_share(root: str, split: str, *, image_size: int, max_rows: int | None, 
                 left -= batch.num_rows
                 if left <= 0:
                     break
-    size = (0, m.channels, image_size, image_size)
-    x = torch.stack(images).div_(255.0) if images else torch.empty(size)
-    mean = torch.tensor(m.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(m.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return {"image": (x - mean) / std, "label": torch.tensor(labels, dtype=torch.long),
+    return {"image": _normalized(images, m, image_size), "label": torch.tensor(labels, dtype=torch.long),
             "superclass": torch.tensor(superclasses, dtype=torch.long), "corrupt": corrupt}
 
 

@@ -54,12 +54,13 @@ def evaluate_on_workers(backbone: torch.nn.Module, cfg: Any, *, root: str, manif
     queries; rank 0 gathers the features (never the images) and scores them. Returns {row: metrics} on rank 0,
     None elsewhere. Nothing here runs on the driver, so its memory does not grow with the dataset.
     """
+    from hexray.data.manifest import load_manifest
     from hexray.distributed import gather_to_first
     from hexray.eval.datasource import read_share
     from hexray.train.probes import embed
 
     d, e, seed = cfg.data, cfg.eval, cfg.run.seed
-    kw = dict(image_size=d.image_size, rank=rank, world=world, manifest=manifest)
+    kw = dict(image_size=d.image_size, rank=rank, world=world, manifest=manifest or load_manifest(root))
     bank = read_share(root, d.train_split, max_rows=_cap(e.bank_size, d.limit_train), seed=seed, **kw)
     query = read_share(root, d.eval_split, max_rows=_cap(e.query_size, d.limit_eval), seed=seed + 1, **kw)
 
