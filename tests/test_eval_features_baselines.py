@@ -94,3 +94,6 @@ def test_evaluate_features_reports_fine_and_superclass_metrics():
     assert m["knn/superclass@20"] >= m["knn/top1@20"]  # a correct fine prediction is a correct superclass
     fine_only = evaluate_features(x, y, tx, ty, num_classes=4, settings=EvalSettings(ks=(20,), probe=False))
     assert fine_only == {"knn/top1@20": m["knn/top1@20"]}
+    no_knn = EvalSettings(knn=False, probe_epochs=10, label_fractions=(1.0, 0.1))
+    probe_only = evaluate_features(x, y, tx, ty, num_classes=4, class_to_superclass=table, settings=no_knn)
+    assert probe_only == {k: v for k, v in m.items() if k.startswith("probe/")}  # the same probes, no kNN

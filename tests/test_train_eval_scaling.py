@@ -67,3 +67,22 @@ def test_driver_memory_does_not_grow_with_the_dataset(tmp_path):
     assert set(big["evaluation"]) == {"pretrained", "random_init", "raw_pixels"}
     assert big["evaluation"]["raw_pixels"]["knn/top1@20"] > 1 / 12 * 2  # scored over the whole 10× bank
 
+
+
+def test_probe_trains_on_its_own_cap_while_knn_uses_the_whole_bank():
+    import torch
+
+    from hexray.eval import EvalSettings, evaluate_features
+    from hexray.train.final_eval import _score
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 8, generator=gen) * 3
+    y, ty = torch.arange(4).repeat(60), torch.arange(4).repeat(20)
+    x, tx = centres[y] + torch.randn(240, 8, generator=gen), centres[ty] + torch.randn(80, 8, generator=gen)
+    cfg = load_config(None, ["eval.probe_train_size=40", "eval.probe_epochs=5"])
+    got = _score(x, y, tx, ty, num_classes=4, class_to_superclass=[0, 0, 1, 1], cfg=cfg)
+    whole = evaluate_features(x, y, tx, ty, num_classes=4, class_to_superclass=[0, 0, 1, 1],
+                              settings=EvalSettings(ks=(20,), probe=False))
+    capped = evaluate_features(x[:40], y[:40], tx, ty, num_classes=4, class_to_superclass=[0, 0, 1, 1],
+                               settings=EvalSettings(knn=False, probe_epochs=5))
+    assert got == {**whole, **capped} and "probe/top1" in got and "knn/top1@20" in got

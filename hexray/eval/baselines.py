@@ -49,6 +49,7 @@ class EvalSettings:
 
     ks: Sequence[int] = (20, 200)
     temperature: float = 0.07
+    knn: bool = True
     probe: bool = True
     probe_epochs: int = 100
     probe_lr: float = 0.3
@@ -81,12 +82,11 @@ def evaluate_features(
     s = settings or EvalSettings()
     metrics: dict[str, float] = {}
     knn_kw = dict(ks=s.ks, temperature=s.temperature, num_classes=num_classes)
-    table = None
-    if class_to_superclass is None:
+    table = None if class_to_superclass is None else as_superclass_map(class_to_superclass, num_classes)
+    if s.knn and table is None:
         for k, acc in knn_accuracies(train_x, train_y, test_x, test_y, **knn_kw).items():
             metrics[f"knn/top1@{k}"] = acc
-    else:
-        table = as_superclass_map(class_to_superclass, num_classes)
+    elif s.knn:
         sup = superclass_knn_accuracies(train_x, train_y, test_x, test_y, table, **knn_kw)
         for k in sup["fine"]:
             metrics[f"knn/top1@{k}"] = sup["fine"][k]

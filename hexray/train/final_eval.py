@@ -97,11 +97,11 @@ def _score(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, t
     if probe_rows is None or probe_rows >= train_x.shape[0]:
         return evaluate_features(train_x, train_y, test_x, test_y, **kw,
                                  settings=EvalSettings(ks=(20,), probe_epochs=e.probe_epochs, seed=seed))
-    metrics = evaluate_features(train_x, train_y, test_x, test_y, **kw,
-                                settings=EvalSettings(ks=(20,), probe=False, seed=seed))
+    knn = evaluate_features(train_x, train_y, test_x, test_y, **kw,
+                            settings=EvalSettings(ks=(20,), probe=False, seed=seed))
     probe = evaluate_features(train_x[:probe_rows], train_y[:probe_rows], test_x, test_y, **kw,
-                              settings=EvalSettings(ks=(20,), probe_epochs=e.probe_epochs, seed=seed))
-    return {**metrics, **{k: v for k, v in probe.items() if k.startswith("probe/")}}
+                              settings=EvalSettings(knn=False, probe_epochs=e.probe_epochs, seed=seed))
+    return {**knn, **probe}
 
 
 FINAL_PREFIX = "final/"
