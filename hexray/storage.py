@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 __all__ = [
-    "StoragePath", "basename", "copy_dir_to", "delete_dir", "display", "exists", "is_dir", "is_file", "is_remote",
-    "join", "list_dir", "make_dirs", "normalize", "open_input", "parent", "read_bytes", "read_text", "resolve",
+    "StoragePath", "basename", "display", "exists", "is_dir", "is_file", "is_remote",
+    "join", "list_dir", "make_dirs", "normalize", "parent", "read_bytes", "read_text", "resolve",
     "torch_load", "torch_save", "write_bytes", "write_figure", "write_text",
 ]
 
@@ -121,10 +121,6 @@ def read_text(location: str) -> str:
     return read_bytes(location).decode("utf-8")
 
 
-def open_input(location: str) -> Any:
-    """A seekable binary file (for Parquet footers, torch.load)."""
-    fs, path = resolve(location)
-    return fs.open_input_file(path)
 
 
 def write_bytes(location: str, data: bytes) -> None:
@@ -145,17 +141,8 @@ def write_text(location: str, text: str) -> None:
     write_bytes(location, text.encode("utf-8"))
 
 
-def copy_dir_to(local_dir: str, location: str) -> None:
-    """Copy a local directory's files to `location` (a directory or prefix), keeping relative paths."""
-    fs, path = resolve(location)
-    pafs.copy_files(os.path.abspath(local_dir), path, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)
 
 
-def delete_dir(location: str) -> None:
-    fs, path = resolve(location)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
 
 
 def write_figure(fig: Any, location: str | StoragePath, dpi: int = 110) -> None:

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from hexray.data.manifest import filesystem, load_manifest, sha256_file
+from hexray import storage
+from hexray.data.manifest import load_manifest, sha256_file
 from hexray.data.pipeline import corrupt_count, decoded_dataset, eval_dataset, train_dataset
 from hexray.data.sources import synthetic_source
 from hexray.data.synthetic import SyntheticSpec
@@ -140,7 +141,7 @@ def _replace_shard(root: Path, index: int, table: pa.Table) -> None:
     pq.write_table(table, path)
     d = json.loads((root / "manifest.json").read_text())
     d["splits"]["train"]["shards"][index].update(bytes=Path(path).stat().st_size,
-                                                 sha256=sha256_file(filesystem(path)[0], path))
+                                                 sha256=sha256_file(storage.resolve(path)[0], path))
     (root / "manifest.json").write_text(json.dumps(d))
 
 

@@ -93,7 +93,9 @@ class DataConfig:
     @property
     def label(self) -> str:
         """What a run trains on, in run names and messages: the dataset, or the shard root's last folder."""
-        return self.root.rstrip("/").rsplit("/", 1)[-1] if self.root else self.dataset
+        from hexray.storage import basename
+
+        return basename(self.root) if self.root else self.dataset
 
 
 @dataclass

@@ -104,14 +104,9 @@ def join(root: str, rel: str) -> str:
     return rel if not root else f"{root.rstrip('/')}/{rel}"
 
 
-def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or a URI such as s3://bucket/prefix."""
-    return storage.resolve(root)
-
-
 def load_manifest(root: str) -> Manifest:
     """Read `<root>/manifest.json`; the error names the file when it is missing or malformed."""
-    fs, base = filesystem(root)
+    fs, base = storage.resolve(root)
     path = join(base, MANIFEST_NAME)
     if fs.get_file_info(path).type != pafs.FileType.File:
         raise FileNotFoundError(f"no shard manifest at {join(root, MANIFEST_NAME)} (run `hexray shard` first)")
@@ -144,7 +139,7 @@ def verify_shards(manifest: Manifest, split: str, level: str = "rows") -> None:
         raise ValueError(f"split {split!r} of {manifest.root} is empty: no samples to read")
     if level == "none":
         return
-    fs, base = filesystem(manifest.root)
+    fs, base = storage.resolve(manifest.root)
     paths = [join(base, s.file) for s in info.shards]
     for shard, path, stat in zip(info.shards, paths, fs.get_file_info(paths), strict=True):
         shown = join(manifest.root, shard.file)

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from hexray.data.manifest import Manifest, filesystem, join, load_manifest, verify_shards
+from hexray import storage
+from hexray.data.manifest import Manifest, join, load_manifest, verify_shards
 
 LOCAL_SHUFFLE_BUFFER = 4096
 COUNTERS_NAME = "hexray-data-counters"
@@ -180,7 +181,7 @@ def decode_canvas(manifest: Manifest, image_size: int, decode_size: int | None =
 def _read(manifest: Manifest, split: str, *, shuffle_seed: int | None, read_cpus: float):
     import ray.data
 
-    fs, base = filesystem(manifest.root)
+    fs, base = storage.resolve(manifest.root)
     paths = [join(base, s.file) for s in manifest.split(split).shards]
     shuffle = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed)
     # Ray's DataSourceV2 Parquet reader lists files and reads every footer again at the start of each

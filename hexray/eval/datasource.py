@@ -37,13 +37,14 @@ def read_split(root: str, split: str, *, image_size: int, max_samples: int | Non
     subset of at most `max_samples` rows of `split` (all rows when None)."""
     import pyarrow.parquet as pq
 
-    from hexray.data.manifest import filesystem, join, load_manifest
+    from hexray import storage
+    from hexray.data.manifest import join, load_manifest
 
     m = manifest or load_manifest(root)
     paths = m.shard_paths(split)
     if not paths:
         raise ValueError(f"split {split!r} of {root} has no shards")
-    fs, base = filesystem(m.root)
+    fs, base = storage.resolve(m.root)
     fs_paths = [join(base, s.file) for s in m.split(split).shards]
     labels_per_shard = [pq.read_table(p, columns=["label"], filesystem=fs)["label"].to_numpy() for p in fs_paths]
     total = sum(len(x) for x in labels_per_shard)
@@ -106,10 +107,11 @@ def read_share(root: str, split: str, *, image_size: int, max_rows: int | None, 
     Each worker holds only its share; together they hold the sample once."""
     import pyarrow.parquet as pq
 
-    from hexray.data.manifest import filesystem, join, load_manifest
+    from hexray import storage
+    from hexray.data.manifest import join, load_manifest
 
     m = manifest or load_manifest(root)
-    fs, base = filesystem(m.root)
+    fs, base = storage.resolve(m.root)
     images, labels, superclasses, corrupt = [], [], [], 0
     for file, take in share_plan(m, split, max_rows, seed)[rank::world]:
         with fs.open_input_file(join(base, file)) as f:

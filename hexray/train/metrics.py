@@ -60,7 +60,7 @@ class CsvMetricsWriter:
     def flush(self) -> None:
         if self._written == len(self.rows):
             return
-        if self.remote or self._written <= 0 or not storage.is_file(self.path):
+        if self.remote or self._written <= 0:  # > 0: this writer (or the resumed run it read) made the file
             buf = io.StringIO(newline="")
             writer = csv.DictWriter(buf, fieldnames=self.columns)
             writer.writeheader()
