@@ -86,3 +86,28 @@ def test_stalled_worker_fails_the_collective_with_a_message_naming_the_timeout(r
     monkeypatch.setenv("HEXRAY_TEST_STALL_LAST_RANK_S", "60")  # rank 1 sleeps; rank 0 waits in all-gather
     with pytest.raises(ValueError, match=r"waited longer than scaling.collective_timeout_s = 5 s"):
         run_training(load_config(None, sets), final_eval=False)
+
+
+@pytest.mark.parametrize("snippet", [
+    # gloo all-gather in the loss (the usual case)
+    "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error: Connection timed out",
+    # DDP's buffer broadcast at forward, with Ray's truncation cutting off the op name's first half
+    '  File ".../torch/nn/parallel/distributed.py", line 2364, in _distributed_broadcast_coalesced\n'
+    "    dist._broadcast_coalesced(\nRuntimeError: Application timeout caused pair closure",
+])
+def test_collective_timeout_is_recognised_from_whichever_part_of_the_traceback_survives(snippet):
+    from hexray.config import load_config
+    from hexray.train.launch import _failure_message
+
+    cfg = load_config(None, ["scaling.collective_timeout_s=7"])
+    message = _failure_message(RuntimeError("Training failed due to worker errors:\n... (Output truncated) ...\n"
+                                            + snippet), cfg)
+    assert message is not None and "scaling.collective_timeout_s = 7 s" in message
+
+
+def test_unrelated_timeouts_are_left_to_ray():
+    from hexray.config import load_config
+    from hexray.train.launch import _failure_message
+
+    err = RuntimeError("urllib3 read timeout while listing s3://bucket")
+    assert _failure_message(err, load_config(None, [])) is None

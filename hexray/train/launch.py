@@ -215,6 +215,12 @@ def _placement(run_dir: str) -> list[dict[str, Any]]:
     return json.loads(storage.read_text(path)) if storage.is_file(path) else []
 
 
+# Words that place a timeout inside torch.distributed: the backend, the op, or the module it was raised from
+# (Ray truncates long worker tracebacks, so whichever part survives must be enough).
+_COLLECTIVE_MARKS = ("gloo", "nccl", "collective", "watchdog", "all_gather", "allreduce", "all_reduce", "broadcast",
+                     "pair closure", "torch/distributed", "torch.distributed", "torch/nn/parallel")
+
+
 def _failure_message(err: Exception, cfg: TrainConfig) -> str | None:
     """A one-line user message out of Ray's wrapped worker error: the NaN guard's, or a collective that timed out."""
     text = str(err)
@@ -222,8 +228,7 @@ def _failure_message(err: Exception, cfg: TrainConfig) -> str | None:
         if "NonFiniteLossError:" in line:
             return line.split("NonFiniteLossError:", 1)[1].strip()
     lowered = text.lower()
-    if ("timed out" in lowered or "timeout" in lowered) and any(
-            w in lowered for w in ("gloo", "nccl", "collective", "watchdog", "all_gather", "allreduce")):
+    if ("timed out" in lowered or "timeout" in lowered) and any(w in lowered for w in _COLLECTIVE_MARKS):
         return (f"a collective operation (all-gather of negatives or all-reduce of gradients) waited longer than "
                 f"scaling.collective_timeout_s = {cfg.scaling.collective_timeout_s} s: another worker stalled or "
                 "died (its log above says why). Raise scaling.collective_timeout_s if ranks legitimately wait "
