@@ -53,10 +53,22 @@ def test_every_key_of_a_preset_has_a_comment(name):
             assert "#" in line, f"{name}: no comment on {line.strip()!r}"
 
 
-def test_check_validates_and_prints_the_resolved_tree_without_imagenet(capsys):
-    assert main(["train", "imagenet-simclr-hex", "--check", "--set", "run.epochs=90"]) == 0
-    out = capsys.readouterr().out
-    assert "accumulate_steps: 16" in out and "epochs: 90" in out and "config OK" in out
-    assert "not found on this machine" in out  # no ImageNet here, and that is not an error
+def test_check_validates_config_then_the_data_it_would_read(capsys, tmp_path):
     assert main(["train", "imagenet-simclr-hex", "--check", "--set", "hex.variant=paper"]) == 2
     assert "hex.variant" in capsys.readouterr().err
+    # no ImageNet at the preset's placeholder path: the check names the key and the path
+    assert main(["train", "imagenet-simclr-hex", "--check", "--set", f"data.path={tmp_path / 'nowhere'}"]) == 2
+    assert "data.path" in capsys.readouterr().err
+    (tmp_path / "imnet" / "train" / "n01").mkdir(parents=True)
+    assert main(["train", "imagenet-simclr-hex", "--check", "--set", "run.epochs=90",
+                 "--set", f"data.path={tmp_path / 'imnet'}"]) == 2  # a train/ but no val/: nothing to score on
+    assert "data.eval_split: split 'val' is not in dataset 'imagenet' (it has train)" in capsys.readouterr().err
+    (tmp_path / "imnet" / "val").mkdir()
+    assert main(["train", "imagenet-simclr-hex", "--check", "--set", "run.epochs=90",
+                 "--set", f"data.path={tmp_path / 'imnet'}", "--set", "data.eval_split=test"]) == 2
+    assert "data.eval_split: split 'test' is not in dataset" in capsys.readouterr().err
+    assert main(["train", "imagenet-simclr-hex", "--check", "--set", "run.epochs=90",
+                 "--set", f"data.path={tmp_path / 'imnet'}"]) == 0
+    out = capsys.readouterr().out
+    assert "accumulate_steps: 16" in out and "epochs: 90" in out and "config OK" in out
+    assert "has splits train, val; trains on 'train', scores on 'val'" in out

@@ -49,6 +49,11 @@ def test_cli_train_two_workers_then_export(ray_session, tmp_path, capsys):
     assert 0 <= float(ends[-1]["time/data_wait_frac"]) <= 1  # input stalls, as a share of the epoch's step time
     assert 0 < float(ends[-1]["time/first_batch_s"]) <= float(ends[-1]["time/epoch_s"])
     assert any(r["epoch_end"] == "0" for r in rows)  # every-N-steps reports too
+    from hexray.config import load_config
+    from hexray.train.metric_names import epoch_metric_names
+
+    # what `hexray sweep --check` accepts as a metric is exactly what an epoch's report holds
+    assert {k for k, v in ends[-1].items() if v != ""} == epoch_metric_names(load_config(str(run / "config.yaml")))
     assert (run / "checkpoint_epoch0002" / "state.pt").is_file()
     assert (run / "config.yaml").is_file()
 
@@ -63,7 +68,6 @@ def test_cli_train_two_workers_then_export(ray_session, tmp_path, capsys):
 
     out_pt = tmp_path / "backbone.pt"
     assert main(["export", str(run), str(out_pt)]) == 0
-    from hexray.config import load_config
     from hexray.models import build_backbone
 
     cfg = load_config(str(run / "config.yaml"))

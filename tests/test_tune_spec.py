@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,40 @@ def test_trial_drivers_default_to_the_head_nodes_custom_resource():
         assert all(DRIVER_RESOURCE not in t.get("resources", {}) for n, t in types.items() if n != "head"), name
     kuberay = yaml.safe_load((SWEEPS.parent / "cluster" / "kuberay.yaml").read_text())["spec"]
     assert DRIVER_RESOURCE in kuberay["headGroupSpec"]["rayStartParams"]["resources"]
+
+
+def test_sweep_numbers_read_as_yaml_1_2_like_run_configs(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("space:\n  optim.lr:\n    loguniform: [1e-4, 1e-2]\noverrides:\n  optim.weight_decay: 1e-5\n")
+    spec = load_sweep(path)
+    assert (spec.space["optim.lr"].low, spec.space["optim.lr"].high) == (1e-4, 1e-2)
+    assert spec.overrides["optim.weight_decay"] == 1e-5 and isinstance(spec.overrides["optim.weight_decay"], float)
+    prepare_sweep(spec, storage_path=str(tmp_path))
+
+
+@pytest.mark.parametrize("metric, hint", [("knn/top_1", "did you mean 'knn/top1'"),
+                                          ("los", "did you mean 'loss'"),
+                                          ("loss/infonce", "(in trials with hex.enabled=True)")])
+def test_a_metric_the_runs_do_not_report_is_named_with_a_suggestion(metric, hint, tmp_path):
+    spec = _spec(metric=metric, space={"hex.enabled": {"choice": [True, False]}})
+    with pytest.raises(SweepError, match=r"^metric: .*is not a metric these runs report") as err:
+        prepare_sweep(spec, storage_path=str(tmp_path))
+    assert hint in str(err.value) and "knn/top1" in str(err.value)
+
+
+def test_every_reported_name_is_accepted(tmp_path):
+    for metric in ("loss", "knn/superclass", "hex/h_size", "probe/online_top1", "images_per_s"):
+        prepare_sweep(_spec(metric=metric), storage_path=str(tmp_path))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.dataset": "fashion_mnist"}, "did you mean 'fashion-mnist'"),
+    ({"data.dataset": "folder", "data.path": "/nonexistent/images"}, "data.path: /nonexistent/images is not a"),
+    ({"data.root": "/nonexistent/shards"}, "data.root: /nonexistent/shards holds no manifest.json"),
+    ({"data.eval_split": "valid"}, "data.eval_split: split 'valid' is not in dataset 'synthetic-hierarchy'"),
+])
+def test_the_trials_data_is_checked_before_ray(overrides, message, tmp_path):
+    spec = _spec(overrides={"data.dataset": "synthetic-hierarchy", "data.image_size": 16,
+                            "data.options": {"images_per_class": 4}, **overrides})
+    with pytest.raises(SweepError, match=re.escape(message)):
+        prepare_sweep(spec, storage_path=str(tmp_path))

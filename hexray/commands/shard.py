@@ -28,14 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _options(pairs: list[str]) -> dict:
-    import yaml
+    from hexray.config.yaml_io import parse_yaml
 
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--option must be KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_yaml(value, f"--option {key}")
     return out
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,28 +56,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(cfg) -> int:  # noqa: ANN001
-    """Print the resolved config and what could be verified here; nothing starts."""
+    """Print the resolved config, then check what a run would read (dataset, paths, splits); nothing starts and no
+    shards are written."""
     from hexray.config import config_to_dict
     from hexray.config.yaml_io import dump_yaml
+    from hexray.data.registry import check_splits, dataset_splits
 
     print(dump_yaml(config_to_dict(cfg)), end="")
     d = cfg.data
-    if d.path:
-        here = Path(d.path).expanduser().exists() if "://" not in d.path else None
-        where = {True: "found here", False: "not found on this machine (needed where the run reads data)",
-                 None: "object storage: read by the run's nodes"}[here]
-        print(f"# data.path {d.path}: {where}")
-    if d.root:
-        from hexray import storage
-
-        remote = storage.is_remote(d.root)
-        found = None if remote else storage.is_file(storage.join(storage.normalize(d.root), "manifest.json"))
-        where = {True: "a shard folder (manifest.json found here)", None: "object storage: read by the run's nodes",
-                 False: "no manifest.json here (write it with `hexray shard SRC OUT`, or mount it where the run reads"
-                        " data)"}[found]
-        print(f"# data.root {d.root}: {where}")
+    splits = dataset_splits(d)
+    eval_split = check_splits(d, splits)
+    print(f"# data: {d.root or d.dataset} has splits {', '.join(splits)}; trains on {d.train_split!r}, "
+          f"scores on {eval_split!r}")
     steps = f"{d.batch_size} x {cfg.optim.accumulate_steps}" if cfg.optim.accumulate_steps > 1 else str(d.batch_size)
-    print(f"# config OK: {cfg.method.name} on {d.root or d.dataset}, {cfg.run.epochs} epochs, "
+    print(f"# config OK: {cfg.method.name} on {d.label}, {cfg.run.epochs} epochs, "
           f"{steps} images per optimizer step, "
           f"HEX {'on (' + cfg.hex.variant + ', ' + cfg.hex.threshold + ')' if cfg.hex.enabled else 'off'}")
     return 0

@@ -10,7 +10,6 @@ torch is imported only through the method registry (to check `method.name` again
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hexray.config.binding import ConfigError, build_dataclass, to_plain
+from hexray.config.binding import ConfigError, build_dataclass, choice_message, to_plain
 from hexray.config.sections import (
     CheckpointSection,
     DataConfig,
@@ -82,9 +81,7 @@ class TrainConfig:
             problems.append("fast.gpu_augment: true asks for augmentation on the training device, but "
                             "data.augment_in is 'pipeline'; set one of them (data.augment_in: trainer is the same)")
         if self.method.name not in METHODS:
-            close = difflib.get_close_matches(self.method.name, list(METHODS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"method.name must be one of {', '.join(sorted(METHODS))}; got {self.method.name!r}{hint}")
+            problems.append(choice_message("method.name", self.method.name, list(METHODS)))
         if problems:
             raise ConfigError(problems)
         if self.hex.enabled and self.hex.in_warmup(self.run.epochs - 1):

@@ -162,6 +162,13 @@ def unknown_key_message(path: str, key: Any, allowed: list[str]) -> str:
     return f"{where}: unknown key{hint} (allowed: {', '.join(allowed)})"
 
 
+def choice_message(key: str, value: Any, allowed: list[str] | tuple[str, ...]) -> str:
+    """'key must be one of a, b, c; got 'x' (did you mean 'a'?)' — for names checked against a registry."""
+    close = difflib.get_close_matches(str(value), list(allowed), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{key} must be one of {', '.join(sorted(allowed))}; got {value!r}{hint}"
+
+
 def _path_message(path: str, msg: str) -> str:
     """Prefix a dataclass's own validation message with its key path, unless it already names it."""
     if not path or msg.startswith(f"{path}.") or msg.startswith(f"{path}:") or msg.startswith(f"{path} "):

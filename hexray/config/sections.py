@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hexray.config.binding import choice_message
+
+DATASET_NAMES = ("fashion-mnist", "imagenet", "folder", "synthetic-hierarchy")  # = hexray.data.registry.DATASETS
 PATH_DATASETS = ("imagenet", "folder")  # registry names that read the user's files and need `data.path`
 
 
@@ -68,6 +71,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.dataset), "data.dataset must name a dataset, got ''")
+        _require(bool(self.root) or self.dataset in DATASET_NAMES,
+                 choice_message("data.dataset", self.dataset, DATASET_NAMES))
         _require(not (self.root and self.path),
                  "data.root and data.path exclude each other: root is a folder of shards (`hexray shard` output), "
                  "path the images of data.dataset; give one")

@@ -150,3 +150,48 @@ def dataset_root(data: Any) -> str:
     if data.root:
         return storage.normalize(data.root)
     return prepare_dataset(data.dataset, path=data.path, cache_dir=data.cache_dir, **dict(data.options or {}))
+
+
+def dataset_splits(data: Any) -> list[str]:
+    """The split names a run of `data` (a DataConfig) would find, without writing anything: from the shard manifest
+    when there is one (`data.root`, or the named dataset's cache), else from the source files — an image folder's
+    split sub-folders are listed, not its images, so this stays quick on ImageNet. Missing inputs raise an error
+    that names them."""
+    if data.root:
+        root = storage.normalize(data.root)
+        if not storage.is_file(storage.join(root, MANIFEST_NAME)):
+            raise FileNotFoundError(f"data.root: {root} holds no {MANIFEST_NAME} (write the shards with "
+                                    f"`hexray shard SRC {root}`)")
+        return sorted(load_manifest(root).splits)
+    options = dict(data.options or {})
+    cached = storage.join(cache_root(data.cache_dir), "shards", shard_dir_name(data.dataset, data.path, options))
+    if storage.is_file(storage.join(cached, MANIFEST_NAME)):
+        try:
+            return sorted(load_manifest(cached).splits)
+        except ValueError:
+            pass  # damaged: the run rewrites it; judge by the source instead
+    if data.dataset in ("imagenet", "folder"):
+        from hexray.data.sources import SPLIT_CODES
+
+        folder = Path(data.path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data.path: {folder} is not a directory (data.dataset {data.dataset!r} reads "
+                                    "<path>/<split>/<class>/<image>)")
+        found = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name in SPLIT_CODES)
+        return found or ["train"]
+    if data.dataset == "fashion-mnist":  # the IDX files' two splits (read, or downloaded, by the run itself)
+        _no_options("fashion-mnist", options)
+        return ["test", "train"]
+    return [split.name for split in build_source(data.dataset, path=data.path, cache_dir=data.cache_dir,
+                                                 **options).splits]
+
+
+def check_splits(data: Any, splits: list[str]) -> str:
+    """The split the run scores on (`data.eval_split`, or the dataset's val/validation/test); a named split that
+    the dataset lacks is an error listing the ones it has."""
+    eval_split = data.validation_split(splits)
+    for key, split in (("data.train_split", data.train_split), ("data.eval_split", eval_split)):
+        if split not in splits:
+            raise ValueError(f"{key}: split {split!r} is not in dataset {data.root or data.dataset!r} "
+                             f"(it has {', '.join(sorted(splits))})")
+    return eval_split

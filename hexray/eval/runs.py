@@ -109,15 +109,12 @@ def require_checkpoints(run_dir: str | os.PathLike | StoragePath) -> list[Storag
 
 def read_config_dict(run_dir: str | os.PathLike | StoragePath) -> dict[str, Any]:
     """The run's `config.yaml` as a plain dict (for labels and grouping only; typed access goes via the config)."""
-    import yaml
+    from hexray.config.yaml_io import read_yaml_mapping
 
     path = StoragePath(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{str(path)!r} must hold a mapping, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(str(path))
 
 
 def read_json(path: str | os.PathLike | StoragePath) -> dict[str, Any] | None:

@@ -25,7 +25,6 @@ from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
 from hexray.train.loop import train_loop_per_worker
 from hexray.train.metrics import ProgressTail, RunRecorder
 
-MONITOR_METRICS = ("knn/", "probe/online")
 LOCAL_DRIVER_RESOURCE = "hexray_driver"  # = hexray.tune.spec.DRIVER_RESOURCE (train does not import tune)
 TEST_HOOK_ENV = {"HEXRAY_TEST_CRASH_AFTER_EPOCH": "crash_after_epoch", "HEXRAY_TEST_NAN_AT_STEP": "nan_at_step",
                  "HEXRAY_TEST_STALL_LAST_RANK_S": "stall_last_rank_s"}
@@ -112,28 +111,18 @@ def resolve_run(cfg: TrainConfig, run_name: str | None, storage_path: str | None
 
 
 def _dataset_facts(cfg: TrainConfig) -> tuple[TrainConfig, str, Any]:
-    """(cfg with data.eval_split resolved, shard root, manifest); a split that is asked for and missing is a
-    ConfigError naming it."""
+    """(cfg with data.eval_split resolved, shard root, manifest); the shards are written here on first use (no Ray
+    needed), and a split that is asked for and missing is a ConfigError naming it."""
     from hexray.data.manifest import load_manifest
-    from hexray.data.registry import dataset_root
+    from hexray.data.registry import check_splits, dataset_root
 
     root = dataset_root(cfg.data)
     manifest = load_manifest(root)
     try:
-        cfg = replace(cfg, data=replace(cfg.data, eval_split=cfg.data.validation_split(manifest.splits)))
+        eval_split = check_splits(cfg.data, sorted(manifest.splits))
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    for key, split in (("data.train_split", cfg.data.train_split), ("data.eval_split", cfg.data.eval_split)):
-        if split not in manifest.splits:
-            raise ConfigError(f"{key}: split {split!r} is not in dataset {cfg.data.root or cfg.data.dataset!r} "
-                              f"(it has {', '.join(sorted(manifest.splits))})")
-    return cfg, root, manifest
-
-
-def _check_monitor_metric(cfg: TrainConfig) -> None:
-    if cfg.checkpoint.metric.startswith(MONITOR_METRICS) and cfg.probe.knn_every_epochs == 0:
-        raise ConfigError(f"checkpoint.metric: {cfg.checkpoint.metric!r} needs probe.knn_every_epochs >= 1 "
-                          "(or choose checkpoint.metric: loss)")
+    return replace(cfg, data=replace(cfg.data, eval_split=eval_split)), root, manifest
 
 
 def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
@@ -142,7 +131,6 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     `final_eval` the workers compute the end-of-run table after the last epoch and report it (`final/...`)."""
     from hexray.data.pipeline import data_key, decoded_dataset, train_dataset
 
-    _check_monitor_metric(cfg)
     cfg, run_dir = resolve_run(cfg, run_name, storage_path)
     cfg, root, manifest = _dataset_facts(cfg)
     d = cfg.data
@@ -267,6 +255,7 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
         run_name, where = storage.basename(path), storage.parent(path)
     else:
         run_name, where = None, None
+    _dataset_facts(cfg)  # names, paths and splits, and the shards on first use: all before Ray starts
     ensure_ray()
     cfg, run_dir = resolve_run(cfg, run_name, where)
     started = time.time()

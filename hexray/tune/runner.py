@@ -16,8 +16,8 @@ import yaml
 
 from hexray.storage import StoragePath
 from hexray.tune.driver import DEFAULT_BUILDER, INIT_CHECKPOINT_KEY, TrialSetup, run_trial
-from hexray.tune.space import pbt_mutations, to_tune_space, validate_space
-from hexray.tune.spec import SweepError, SweepSpec, sweep_from_dict
+from hexray.tune.space import candidate_assignments, pbt_mutations, to_tune_space, validate_space
+from hexray.tune.spec import SweepError, SweepSpec, read_sweep_yaml, sweep_from_dict
 
 SWEEP_FILE = "sweep.yaml"
 BASE_FILE = "sweep_base.yaml"
@@ -47,6 +47,8 @@ def prepare_sweep(
     if spec.scheduler.kind == "pbt":
         _check_init_key(base, init_key, apply_overrides, config_from_dict)
     _check_run_length(spec, base, apply_overrides, config_from_dict)
+    _check_metric(spec, base, apply_overrides, config_from_dict)
+    _check_data(spec, base, apply_overrides, config_from_dict)
     experiment_dir = StoragePath(storage_path or spec.storage_path) / (name or spec.name)  # local or s3://...
     return PreparedSweep(spec=spec, base=apply_overrides(base, spec.overrides), experiment_dir=experiment_dir)
 
@@ -56,8 +58,6 @@ def _check_run_length(spec: SweepSpec, base: Mapping[str, Any], apply_overrides:
     """Scheduler settings against the run length: a trial reports once per epoch (training_iteration = epoch),
     so ASHA's max_t beyond the shortest run's epochs never stops anything, and PBT never perturbs a trial that
     ends before its first interval."""
-    from hexray.tune.space import candidate_assignments
-
     assignments = [{}, *candidate_assignments(spec)]
     epochs = [config_from_dict(apply_overrides(base, {**spec.overrides, **a})).run.epochs for a in assignments]
     shortest = min(epochs)
@@ -71,6 +71,37 @@ def _check_run_length(spec: SweepSpec, base: Mapping[str, Any], apply_overrides:
     if s.kind == "pbt" and s.perturbation_interval >= shortest:
         raise SweepError(f"scheduler.perturbation_interval: {s.perturbation_interval} >= run.epochs ({shortest}): "
                          "PBT would never exploit or explore; use a shorter interval or longer runs")
+
+
+def _check_metric(spec: SweepSpec, base: Mapping[str, Any], apply_overrides: Callable,
+                  config_from_dict: Callable) -> None:
+    """The sweep's `metric` must be in every trial's epoch reports (Tune fails the trial, or ASHA/PBT silently
+    compare nothing, otherwise): checked against each candidate config's reported names."""
+    from hexray.train.metric_names import epoch_metric_names, unknown_metric_message
+
+    for assignment in candidate_assignments(spec) or [{}]:  # each trial is one of these, or the base
+        cfg = config_from_dict(apply_overrides(base, {**spec.overrides, **assignment}))
+        message = unknown_metric_message(spec.metric, epoch_metric_names(cfg), "metric")
+        if message:
+            which = f" (in trials with {', '.join(f'{k}={v!r}' for k, v in assignment.items())})" if assignment else ""
+            raise SweepError(message + which)
+
+
+def _check_data(spec: SweepSpec, base: Mapping[str, Any], apply_overrides: Callable,
+                config_from_dict: Callable) -> None:
+    """Every dataset the trials read exists here, with the splits they train and score on (before Ray starts)."""
+    from hexray.data.registry import check_splits, dataset_splits
+
+    seen: set[str] = set()
+    for assignment in candidate_assignments(spec) or [{}]:  # each trial is one of these, or the base
+        data = config_from_dict(apply_overrides(base, {**spec.overrides, **assignment})).data
+        if repr(data) in seen:
+            continue
+        seen.add(repr(data))
+        try:
+            check_splits(data, dataset_splits(data))
+        except (ValueError, FileNotFoundError) as err:
+            raise SweepError(f"the trials' data: {err}") from err
 
 
 def check_driver_resources(spec: SweepSpec) -> None:
@@ -190,7 +221,7 @@ def load_prepared(experiment_dir: str | Path, *, init_key: str = INIT_CHECKPOINT
     sweep_file = experiment_dir / SWEEP_FILE
     if not sweep_file.is_file():
         raise FileNotFoundError(f"not a hexray sweep directory (no {SWEEP_FILE}): {experiment_dir}")
-    spec = sweep_from_dict(yaml.safe_load(sweep_file.read_text()), source=sweep_file)
+    spec = sweep_from_dict(read_sweep_yaml(sweep_file.read_text(), str(sweep_file)), source=sweep_file)
     return prepare_sweep(spec, storage_path=str(experiment_dir.parent), name=experiment_dir.name, init_key=init_key)
 
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hexray import storage
 from hexray.storage import StoragePath
 
@@ -131,14 +129,22 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SweepError(f"{path}: not valid YAML: {err}") from err
+    raw = read_sweep_yaml(path.read_text(), str(path))
     try:
         return sweep_from_dict(raw if raw is not None else {}, source=path)
     except SweepError as err:
         raise SweepError(f"{path}: {err}") from err
+
+
+def read_sweep_yaml(text: str, source: str) -> Any:
+    """Parse sweep YAML with the run configs' loader (YAML 1.2 scalars: `1e-3` is a number, as in a config)."""
+    from hexray.config.binding import ConfigError
+    from hexray.config.yaml_io import parse_yaml
+
+    try:
+        return parse_yaml(text, source)
+    except ConfigError as err:
+        raise SweepError(str(err)) from err
 
 
 def sweep_from_dict(raw: Any, *, source: Path | StoragePath | None = None) -> SweepSpec:
