@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMAND_MODULES = ("shard", "train", "export", "sweep", "eval", "report")
@@ -19,15 +20,24 @@ class UserError(Exception):
     """An error caused by the user's input: printed as one line, without a traceback."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written (they hold examples) and every option's default after its help text."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from hexray import __version__
+
     parser = argparse.ArgumentParser(
-        prog="hexray", description="Self-supervised pretraining with HEX on Ray."
+        prog="hexray", description="Self-supervised pretraining with HEX on Ray.", formatter_class=HelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"hexray {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"hexray.commands.{name}")
         module.register(sub)
+    for command in sub.choices.values():
+        command.formatter_class = HelpFormatter
     return parser
 
 
@@ -36,12 +46,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as err:
+    except (UserError, ValueError) as err:
         print(f"hexray {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the disk, a permission, object storage: one line naming the path, no traceback
+        if os.environ.get("HEXRAY_DEBUG"):
+            raise
+        print(f"hexray {args.command}: error: {_os_message(err)}", file=sys.stderr)
+        return 2 if isinstance(err, FileNotFoundError) else 1
     except KeyboardInterrupt:
         print(f"hexray {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _os_message(err: OSError) -> str:
+    """'No space left on device: /data/out' — the reason, then the path(s) it concerns (hexray's own messages,
+    which carry no errno, as they are)."""
+    paths = [str(p) for p in (err.filename, err.filename2) if p]
+    if err.strerror and paths:
+        return f"{err.strerror}: {' -> '.join(paths)}"
+    return err.strerror or str(err)
 
 
 if __name__ == "__main__":

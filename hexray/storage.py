@@ -11,9 +11,11 @@ to a temporary name first and are renamed, so a reader never sees half a file ei
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -105,7 +107,20 @@ def make_dirs(location: str) -> None:
     """Create a local directory (and parents); a no-op on object storage, where prefixes need no creation."""
     fs, path = resolve(location)
     if not is_remote(location):
+        _create_local_dir(fs, path)
+
+
+def _create_local_dir(fs: pafs.FileSystem, path: str) -> None:
+    """`create_dir` whose failure names the real culprit: a file where a folder of `path` should be."""
+    probe = path
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe.rstrip(os.sep)) if probe != os.sep else ""
+    if probe and not os.path.isdir(probe):
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of a folder", probe)
+    try:
         fs.create_dir(path, recursive=True)
+    except OSError as err:
+        raise _naming(err, path) from err
 
 
 def read_bytes(location: str) -> bytes:
@@ -124,17 +139,43 @@ def read_text(location: str) -> str:
 
 
 def write_bytes(location: str, data: bytes) -> None:
-    """Replace `location` with `data`, all or nothing."""
+    """Replace `location` with `data`, all or nothing. A failed write (a full disk, no permission) leaves no
+    partial file behind and raises an OSError naming `location`."""
     fs, path = resolve(location)
-    if is_remote(location):
-        with fs.open_output_stream(path) as f:
-            f.write(data)
-        return
-    fs.create_dir(os.path.dirname(path), recursive=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        if is_remote(location):
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+            return
+        if os.path.exists(path) and not os.path.isfile(path):  # a device or pipe: write through, never replace it
+            with open(path, "wb") as f:
+                f.write(data)
+            return
+        _create_local_dir(fs, os.path.dirname(path))
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    except OSError as err:
+        if err.filename and ".tmp-" not in str(err.filename):
+            raise  # already names its path (a file in the way of a folder)
+        raise _naming(err, location) from err
+
+
+def _naming(err: OSError, location: str) -> OSError:
+    """The same failure as an OSError whose reason is the OS's words and whose filename is `location` (pyarrow's
+    messages name temporary paths and bury the errno in their text)."""
+    code = err.errno
+    if code is None:
+        found = re.search(r"\[errno (\d+)\]", str(err))
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else str(err)
+    return OSError(code or 0, reason, location)
 
 
 def write_text(location: str, text: str) -> None:

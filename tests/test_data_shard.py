@@ -200,3 +200,31 @@ def test_cli_shards_idx_and_image_folder(idx_dir, tmp_path, capsys):
     assert load_manifest(str(tmp_path / "o2")).splits["train"].class_counts == [2, 2]
     assert main(["shard", str(tmp_path / "f"), str(tmp_path / "o3"), "--hierarchy", str(tmp_path / "h.json")]) == 2
     assert "not in the dataset" in capsys.readouterr().err
+
+
+def test_shard_leaves_out_files_that_do_not_decode_and_names_them(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    for cls in ("cat", "dog"):
+        (tmp_path / "img" / "train" / cls).mkdir(parents=True)
+        for k in range(4):
+            Image.fromarray(rng.integers(0, 256, (40, 32, 3), dtype=np.uint8)).save(
+                tmp_path / "img" / "train" / cls / f"{k}.jpg", quality=90)
+    good = (tmp_path / "img" / "train" / "cat" / "0.jpg").read_bytes()
+    (tmp_path / "img" / "train" / "cat" / "garbage.jpg").write_bytes(b"this is not an image")
+    (tmp_path / "img" / "train" / "dog" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (tmp_path / "img" / "train" / "dog" / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["shard", str(tmp_path / "img"), str(out), "--min-shards", "2", "--workers", "1",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert "train: 8 images" in printed.out
+    assert "train: 3 corrupt image file(s) left out" in printed.err
+    assert all(name in printed.err for name in ("garbage.jpg", "truncated.jpg", "empty.png"))
+    split = load_manifest(str(out)).splits["train"]
+    assert (split.count, split.corrupt, split.class_counts) == (8, 3, [4, 4])
+    assert sorted(Path(p).name for p in split.corrupt_examples) == ["empty.png", "garbage.jpg", "truncated.jpg"]
+    rows = pq.read_table(load_manifest(str(out)).shard_paths("train")).to_pylist()
+    assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
+    for row in rows:
+        Image.open(io.BytesIO(row["image"])).load()  # only images that decode were written
+    verify_shards(load_manifest(str(out)), "train")

@@ -22,23 +22,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="a run directory (config.yaml, metrics.csv, checkpoint_*)")
     p.add_argument("--checkpoint", help="checkpoint dir (or its name inside RUN_DIR) to probe; default: the latest")
     p.add_argument("--fractions", type=_floats, default=[1.0, 0.1, 0.01],
-                   help="label fractions for the linear probe, comma-separated (default 1,0.1,0.01)")
+                   help="label fractions for the linear probe, comma-separated")
     p.add_argument("--ks", type=lambda t: [int(v) for v in _floats(t)], default=[20, 200], help="kNN k values")
-    p.add_argument("--probe-epochs", type=int, default=100)
-    p.add_argument("--probe-lr", type=float, default=0.3)
+    p.add_argument("--probe-epochs", type=int, default=100, help="epochs of the offline linear probe")
+    p.add_argument("--probe-lr", type=float, default=0.3, help="the linear probe's learning rate (SGD)")
     p.add_argument("--schedule", choices=("cosine", "step"), default="cosine", help="probe lr schedule")
     p.add_argument("--tau-down", type=_floats, default=None,
                    help="SEM runs: τ_down values swept for the probe on softmax(emb/τ_down)")
     p.add_argument("--max-train", type=int, default=5000,
-                   help="cap on train images (probe/kNN memory); 0 = all (default 5000)")
-    p.add_argument("--max-test", type=int, default=2000, help="cap on test images; 0 = all (default 2000)")
+                   help="cap on train images (probe/kNN memory); 0 = all")
+    p.add_argument("--max-test", type=int, default=2000, help="cap on test images; 0 = all")
     traj = p.add_mutually_exclusive_group()
     traj.add_argument("--trajectory", dest="trajectory", action="store_true", default=True,
-                      help="also trace hierarchy metrics over every checkpoint (default)")
-    traj.add_argument("--no-trajectory", dest="trajectory", action="store_false")
-    p.add_argument("--no-plots", dest="plots", action="store_false")
+                      help="also trace hierarchy metrics over every checkpoint")
+    traj.add_argument("--no-trajectory", dest="trajectory", action="store_false",
+                      help="score the chosen checkpoint only (faster)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="write eval.json only, no PNG plots")
     p.add_argument("--device", default="cpu", help="torch device for feature extraction (cpu, cuda, cuda:1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe's initialisation")
     p.set_defaults(func=_run)
 
 

@@ -11,8 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     p.add_argument("paths", nargs="+", help="run directories and/or directories holding runs (a sweep's dir)")
     p.add_argument("--out", required=True, help="output directory for report.md and plots/")
-    p.add_argument("--title", default="hexray report")
-    p.add_argument("--no-plots", dest="plots", action="store_false")
+    p.add_argument("--title", default="hexray report", help="the report's heading")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="write report.md only, no PNG plots")
     p.set_defaults(func=_run)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,18 +13,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(SRC/<split>/<class>/<image> or SRC/<class>/<image>), or `synthetic-hierarchy`. "
                     "Re-running skips shards already written (verified by checksum).",
     )
-    parser.add_argument("src", metavar="SRC")
+    parser.add_argument("src", metavar="SRC", help="the images to shard (see above)")
     parser.add_argument("out", metavar="OUT", help="output directory (shards and manifest.json)")
-    parser.add_argument("--source", choices=["auto", "idx", "folder", "synthetic-hierarchy"], default="auto")
+    parser.add_argument("--source", choices=["auto", "idx", "folder", "synthetic-hierarchy"], default="auto",
+                        help="what SRC is; auto: synthetic-hierarchy by name, IDX files if present, else a folder")
     parser.add_argument("--hierarchy", metavar="FILE", help="class→superclass map (CSV `class,superclass` or JSON)")
     parser.add_argument("--class-names", metavar="A,B,...", help="class names for IDX labels 0..K-1")
     parser.add_argument("--channels", type=int, choices=[1, 3], default=3, help="ImageFolder decode mode")
-    parser.add_argument("--shard-size-mb", type=float, default=128.0, help="target shard size (default 128)")
+    parser.add_argument("--shard-size-mb", type=float, default=128.0, help="target shard size")
     parser.add_argument("--min-shards", type=int, default=8, help="at least this many shards per split")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (None: all cores)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="synthetic-hierarchy option, e.g. seed=0, images_per_class=100 (repeatable)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)
 
 
@@ -70,4 +72,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}/manifest.json ({len(manifest.class_names)} classes"
           f"{', ' + str(len(manifest.superclass_names)) + ' superclasses' if manifest.superclass_names else ''}; "
           f"{counts})")
+    for name, split in manifest.splits.items():
+        if split.corrupt:
+            shown = ", ".join(split.corrupt_examples[:5])
+            more = f" and {split.corrupt - 5} more (manifest.json lists {len(split.corrupt_examples)})" \
+                if split.corrupt > 5 else ""
+            print(f"{name}: {split.corrupt} corrupt image file(s) left out: {shown}{more}", file=sys.stderr)
     return 0

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", metavar="EXPERIMENT_DIR", help="only rewrite table, best config and plots")
     parser.add_argument("--storage-path", help="override the sweep's storage_path")
     parser.add_argument("--name", help="override the sweep's name (the experiment directory's name)")
-    parser.add_argument("--num-cpus", type=float, help="logical CPUs for a local Ray (default: max(4, cores))")
+    parser.add_argument("--num-cpus", type=float, help="logical CPUs for a local Ray (None: max(4, cores))")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3), help="Tune's progress output level")
     parser.add_argument("--check", action="store_true",
                         help="validate the sweep (base config, every searched value, scheduler vs run length) and "

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="pretrain an SSL method (+HEX) with Ray Train",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?",
-                        help="YAML config or preset name (default: the embedded default config)")
+                        help="YAML config or preset name (None: the embedded default config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set run.epochs=10 (repeatable)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its latest checkpoint")

@@ -36,6 +36,8 @@ class SplitInfo:
     count: int
     shards: list[ShardInfo]
     class_counts: list[int] = field(default_factory=list)
+    corrupt: int = 0  # source files that failed to decode and were left out (not counted in `count`)
+    corrupt_examples: list[str] = field(default_factory=list)  # the first few of them
 
 
 @dataclass
@@ -81,6 +83,8 @@ class Manifest:
                     count=int(s["count"]),
                     shards=[ShardInfo(**sh) for sh in s["shards"]],
                     class_counts=list(s.get("class_counts", [])),
+                    corrupt=int(s.get("corrupt", 0)),
+                    corrupt_examples=list(s.get("corrupt_examples", [])),
                 )
                 for name, s in d["splits"].items()
             }

@@ -30,6 +30,7 @@ from hexray.data.sources import Source, SplitSource
 
 SCHEMA = pa.schema([("id", pa.int64()), ("image", pa.binary()), ("label", pa.int64()), ("superclass", pa.int64())])
 PLAN_SEED = 0
+CORRUPT_EXAMPLES = 20  # corrupt file names kept in the manifest (the count is always exact)
 
 
 @dataclass
@@ -78,26 +79,50 @@ def _estimate_bytes(split: SplitSource) -> float:
     return float(np.mean(sizes)) * split.count
 
 
+def decodes(data: bytes) -> bool:
+    """Whether an encoded image file decodes completely. JPEGs decode at 1/8 scale (`draft`): the whole bitstream
+    is still parsed, so truncation and corruption show, at a fraction of a full decode's cost."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format == "JPEG":
+                img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+        return True
+    except Exception:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBomb)
+        return False
+
+
 def write_shard(task: ShardTask) -> dict:
-    """Encode and write one shard; returns its sidecar record. Runs in a worker process."""
+    """Encode and write one shard; returns its sidecar record. Runs in a worker process. Image files that do not
+    decode are left out and listed in the record (`corrupt`: their positions in the task, `corrupt_files`)."""
     images: list[bytes] = []
+    corrupt: list[int] = []
     if task.arrays is not None:
         images = [encode_png(a) for a in task.arrays]
     elif task.paths is not None:
-        images = [Path(p).read_bytes() for p in task.paths]
+        for k, p in enumerate(task.paths):
+            data = Path(p).read_bytes()
+            if decodes(data):
+                images.append(data)
+            else:
+                corrupt.append(k)
     else:
         from hexray.data.synthetic import render
 
         images = [encode_png(render(task.synthetic, task.split, int(lbl), int(i)))
                   for lbl, i in zip(task.labels, task.indices, strict=True)]
-    table = pa.table({"id": task.ids, "image": pa.array(images, pa.binary()), "label": task.labels,
-                      "superclass": task.superclasses}, schema=SCHEMA)
+    keep = np.setdiff1d(np.arange(len(task.ids)), corrupt)
+    table = pa.table({"id": task.ids[keep], "image": pa.array(images, pa.binary()), "label": task.labels[keep],
+                      "superclass": task.superclasses[keep]}, schema=SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="none", row_group_size=max(1, min(len(images), 4096)))
     data = buf.getvalue()
     storage.write_bytes(task.path, data)  # all or nothing, locally and on object storage
     record = {"fingerprint": task.fingerprint, "count": len(images), "bytes": len(data),
-              "sha256": hashlib.sha256(data).hexdigest()}
+              "sha256": hashlib.sha256(data).hexdigest(), "corrupt": corrupt,
+              "corrupt_files": [task.paths[k] for k in corrupt] if task.paths else []}
     storage.write_text(f"{task.path}.json", json.dumps(record))
     return record
 
@@ -181,11 +206,13 @@ def write_shards(source: Source, out: str | Path, *, shard_mb: float = 128.0, mi
                     bar.update(len(futures[fut].ids))
     splits = {}
     for name, ts in plans.items():
-        labels = np.concatenate([t.labels for t in ts])
+        labels = np.concatenate([np.delete(t.labels, records[t.path].get("corrupt", [])) for t in ts])
         shards = [ShardInfo(file=t.file, count=records[t.path]["count"],
                             bytes=records[t.path]["bytes"], sha256=records[t.path]["sha256"]) for t in ts]
         counts = np.bincount(labels, minlength=len(source.class_names)).tolist()
-        splits[name] = SplitInfo(count=int(labels.shape[0]), shards=shards, class_counts=counts)
+        bad = sorted(f for t in ts for f in records[t.path].get("corrupt_files", []))
+        splits[name] = SplitInfo(count=int(labels.shape[0]), shards=shards, class_counts=counts, corrupt=len(bad),
+                                 corrupt_examples=bad[:CORRUPT_EXAMPLES])
     manifest = Manifest(
         class_names=source.class_names, superclass_names=source.superclass_names,
         class_to_superclass=source.class_to_superclass, channels=source.channels, image_size=source.image_size,

@@ -125,6 +125,16 @@ def _dataset_facts(cfg: TrainConfig) -> tuple[TrainConfig, str, Any]:
     return replace(cfg, data=replace(cfg.data, eval_split=eval_split)), root, manifest
 
 
+def _report_corrupt(cfg: TrainConfig, root: str, manifest: Any) -> None:
+    """Say so when sharding left image files out: a run on a damaged copy should not look like a clean one."""
+    for split in dict.fromkeys((cfg.data.train_split, cfg.data.eval_split)):
+        info = manifest.splits[split]
+        if info.corrupt:
+            print(f"data: {info.corrupt} corrupt image file(s) of split {split!r} were left out when sharding "
+                  f"(e.g. {info.corrupt_examples[0]}; all listed in {storage.join(root, 'manifest.json')})",
+                  flush=True)
+
+
 def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
                   callbacks: list | None = None, final_eval: bool = False) -> TorchTrainer:
     """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes. With
@@ -255,9 +265,10 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
         run_name, where = storage.basename(path), storage.parent(path)
     else:
         run_name, where = None, None
-    _dataset_facts(cfg)  # names, paths and splits, and the shards on first use: all before Ray starts
-    ensure_ray()
+    _report_corrupt(*_dataset_facts(cfg))  # names, paths, splits, the shards on first use: all before Ray starts
     cfg, run_dir = resolve_run(cfg, run_name, where)
+    storage.make_dirs(run_dir)  # an unwritable run.storage_path fails here, naming it, not inside Ray
+    ensure_ray()
     started = time.time()
     trainer = build_trainer(cfg, run_name=cfg.run.name, storage_path=cfg.run.storage_path, final_eval=final_eval)
     print(f"hexray train: run directory {run_dir}", flush=True)

@@ -88,6 +88,8 @@ def progress_line(metrics: dict[str, Any], total_epochs: int, epoch_seconds: lis
     epoch = int(metrics.get("epoch", 0))
     parts = [f"epoch {epoch}/{total_epochs}"]
     parts += [f"{k} {metrics[k]:.4g}" for k in PROGRESS_KEYS if isinstance(metrics.get(k), (int, float))]
+    if metrics.get("data/corrupt"):  # images that failed to decode in this run (each one is skipped)
+        parts.append(f"{metrics['data/corrupt']:.0f} corrupt")
     if isinstance(metrics.get("images_per_s"), (int, float)):
         parts.append(f"{metrics['images_per_s']:.0f} img/s")
     mean = sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else float("nan")
