@@ -10,8 +10,9 @@ from hexray.cli import main
 from hexray.eval.report import format_cell, mean_std, write_report
 
 
-def _runs_2x2(root):
-    """base and HEX SimCLR, seeds 0 and 1, with known final numbers (eval.json for HEX, summary.json for base)."""
+def _runs_2x2(root, hex_eval_json: bool = False):
+    """base and HEX SimCLR, seeds 0 and 1, with known final numbers in summary.json (and, with `hex_eval_json`,
+    the HEX runs' also in an eval.json: `hexray eval`'s other settings)."""
     numbers = {(False, 0): (0.70, 0.90), (False, 1): (0.74, 0.92), (True, 0): (0.80, 0.95), (True, 1): (0.86, 0.97)}
     for (hexed, seed), (fine, sup) in numbers.items():
         run = write_fake_run(
@@ -20,9 +21,12 @@ def _runs_2x2(root):
                      "evaluation": {"pretrained": {"knn/top1@20": fine, "probe/top1": fine, "probe/superclass": sup},
                                     "raw_pixels": {"knn/top1@20": 0.6, "probe/top1": 0.62}}},
         )
-        if hexed:
+        if hexed and hex_eval_json:
             (run / "eval.json").write_text(json.dumps({"metrics": {"knn/top1@20": fine, "probe/top1": fine,
-                                                                   "probe/superclass": sup}, "plots": {}}))
+                                                                   "probe/superclass": sup}, "plots": {},
+                                                       "settings": {"max_train": 5000, "max_test": 2000,
+                                                                    "probe_epochs": 100, "probe_lr": 0.3,
+                                                                    "probe_schedule": "cosine"}}))
     return root
 
 
@@ -43,10 +47,25 @@ def test_report_on_2x2_runs_gives_mean_and_std_per_group(tmp_path):
     assert "| HEX | — | 2 (0,1) | 83.0 ± 4.2 | 83.0 ± 4.2 | 96.0 ± 1.4 |" in hexed
     assert "| synthetic-hierarchy | simclr | — | +11.0 | +11.0 | +5.0 |" in md  # HEX − base
     assert "raw_pixels" in md and "| 60.0 ± 0.0 |" in md
+    assert md.count("## Scored by ") == 1 and "## Scored by end-of-run table: kNN k=20" in md
     for name in ("synthetic-hierarchy_knn_top1.png", "synthetic-hierarchy_hex_epsilon.png"):
         assert (tmp_path / "out" / "plots" / name).stat().st_size > 5000
         assert f"(plots/{name})" in md
-    assert md.count("eval.json") >= 2 and md.count("summary.json") >= 2  # where each run's numbers came from
+    assert md.count("summary.json") >= 4  # where each run's numbers came from
+
+
+def test_numbers_scored_differently_never_share_a_section(tmp_path):
+    """HEX runs re-scored by `hexray eval` (other caps, a longer probe) are not set against the base runs'
+    end-of-run numbers, nor against baselines from the end-of-run table: each setting gets its own section."""
+    root = _runs_2x2(tmp_path / "runs", hex_eval_json=True)
+    md = write_report([root], tmp_path / "out", plots=False).read_text()
+    sections = {s.split("\n", 1)[0]: s for s in md.split("## Scored by ")[1:]}
+    assert len(sections) == 2, list(sections)
+    offline = next(s for h, s in sections.items() if h.startswith("hexray eval: ≤5000 train / ≤2000 test"))
+    end_of_run = next(s for h, s in sections.items() if h.startswith("end-of-run table"))
+    assert "| simclr | HEX |" in offline and "| simclr | base |" not in offline and "raw_pixels" not in offline
+    assert "| simclr | base |" in end_of_run and "| simclr | HEX |" not in end_of_run and "raw_pixels" in end_of_run
+    assert "HEX − base" not in md  # no pair was scored alike
 
 
 def test_sweep_dir_is_searched_and_other_config_differences_split_groups(tmp_path, capsys):

@@ -49,6 +49,8 @@ class RunRecord:
     source: str
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)
+    scoring: str = ""  # how `metrics` were measured: rows are compared only with rows scored the same way
+    baseline_scoring: str = ""  # how `baselines` were measured (the end-of-run table's settings)
 
     def get(self, dotted: str, default: Any = None) -> Any:
         return flatten(self.config).get(dotted, default)
@@ -59,23 +61,54 @@ class RunRecord:
 
 
 def load_record(run: StoragePath) -> RunRecord:
-    """Config + the best available numbers of one run dir (eval.json over summary.json)."""
+    """Config + the best available numbers of one run dir (eval.json over summary.json), each with the settings
+    that produced it."""
     config = read_config_dict(run)
     ev = read_json(run / EVAL_FILE)
     summary = read_json(run / SUMMARY_FILE) or {}
     evaluation = summary.get("evaluation") or {}
     baselines = {k: v for k, v in evaluation.items() if k != "pretrained" and isinstance(v, dict)}
+    end_of_run = _end_of_run_scoring(config) if evaluation else ""
     if ev and ev.get("metrics"):
-        return RunRecord(run, config, dict(ev["metrics"]), EVAL_FILE, baselines, dict(ev.get("plots") or {}))
+        return RunRecord(run, config, dict(ev["metrics"]), EVAL_FILE, baselines, dict(ev.get("plots") or {}),
+                         scoring=_offline_scoring(ev.get("settings") or {}), baseline_scoring=end_of_run)
     if isinstance(evaluation.get("pretrained"), dict):
-        return RunRecord(run, config, dict(evaluation["pretrained"]), SUMMARY_FILE, baselines)
+        return RunRecord(run, config, dict(evaluation["pretrained"]), SUMMARY_FILE, baselines, scoring=end_of_run,
+                         baseline_scoring=end_of_run)
     final, source = summary.get("final_metrics") or {}, SUMMARY_FILE
     if "knn/top1" not in final:  # a sweep trial writes no summary.json: its last epoch in metrics.csv
         final, source = _last_epoch_metrics(run), METRICS_FILE
     metrics = {"knn/top1@20": final["knn/top1"]} if "knn/top1" in final else {}
     if "knn/superclass" in final:
         metrics["knn/superclass@20"] = final["knn/superclass"]
-    return RunRecord(run, config, metrics, f"{source} (online kNN)" if metrics else "none", baselines)
+    return RunRecord(run, config, metrics, f"{source} (online kNN)" if metrics else "none", baselines,
+                     scoring=_monitor_scoring(config) if metrics else "no numbers", baseline_scoring=end_of_run)
+
+
+def _cap(value: Any) -> str:
+    return "all" if value in (None, 0) else f"≤{value}"
+
+
+def _end_of_run_scoring(config: dict[str, Any]) -> str:
+    """The settings of `hexray train`'s end-of-run table (config section `eval`; older runs: its defaults)."""
+    e = {"bank_size": 100_000, "query_size": None, "probe_train_size": None, "probe_epochs": 30,
+         **(config.get("eval") or {})}
+    k = (config.get("probe") or {}).get("knn_k", 20)
+    return (f"end-of-run table: kNN k={k} on a bank of {_cap(e['bank_size'])} train images, {_cap(e['query_size'])} "
+            f"queries; probe {e['probe_epochs']} epochs on {_cap(e['probe_train_size'] or e['bank_size'])}")
+
+
+def _offline_scoring(settings: dict[str, Any]) -> str:
+    """The settings `hexray eval` saved in eval.json."""
+    return (f"hexray eval: {_cap(settings.get('max_train'))} train / {_cap(settings.get('max_test'))} test "
+            f"images; probe {settings.get('probe_epochs', '?')} epochs, lr {settings.get('probe_lr', '?')} "
+            f"{settings.get('probe_schedule', '')}".rstrip())
+
+
+def _monitor_scoring(config: dict[str, Any]) -> str:
+    p = config.get("probe") or {}
+    return (f"online kNN monitor (last epoch): k={p.get('knn_k', 20)}, bank {_cap(p.get('knn_train_limit'))}, "
+            f"queries {_cap(p.get('knn_eval_limit'))}")
 
 
 def _last_epoch_metrics(run: StoragePath) -> dict[str, float]:
@@ -201,6 +234,25 @@ def baseline_table(records: Sequence[RunRecord], cols: Sequence[tuple[str, str]]
     return "\n".join(lines)
 
 
+def scoring_section(records: Sequence[RunRecord], scoring: str) -> list[str]:
+    """Markdown lines of one scoring setting: its runs' comparison, HEX − base, and the baselines scored alike."""
+    groups = group_runs([r for r in records if r.scoring == scoring])
+    scored_alike = [r for r in records if r.baselines and r.baseline_scoring == scoring]
+    lines = [f"## Scored by {scoring}", ""]
+    cols: list[tuple[str, str]] = []
+    if groups:
+        table, cols = comparison_table(groups)
+        lines += [table, ""]
+        delta = delta_table(groups, cols)
+        if delta:
+            lines += ["### HEX − base (percentage points, difference of means)", "", delta, ""]
+    if scored_alike:
+        cols = cols or [(k, t) for k, t in COLUMNS if any(k in m for r in scored_alike for m in r.baselines.values())]
+        lines += ["### Baselines scored the same way (random-init network, raw pixels)", "",
+                  baseline_table(scored_alike, cols) or "—", ""]
+    return lines
+
+
 def _curve_plots(groups: Sequence[Group], out: StoragePath) -> list[tuple[str, StoragePath]]:
     from hexray.eval.plots import plot_group_curves
 
@@ -257,16 +309,12 @@ def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, 
     groups = group_runs(records)
     out = StoragePath(out)
     out.mkdir()
-    table, cols = comparison_table(groups)
     parts = [f"# {title}", "",
              f"{len(records)} runs in {len(groups)} groups. Accuracy in %, mean ± sample std over seeds "
-             "(a single run shows no ±).", "", "## Comparison", "", table, ""]
-    delta = delta_table(groups, cols)
-    if delta:
-        parts += ["## HEX − base (percentage points, difference of means)", "", delta, ""]
-    baselines = baseline_table(records, cols)
-    if baselines:
-        parts += ["## Baselines (same scoring, from each run's summary.json)", "", baselines, ""]
+             "(a single run shows no ±). Numbers are compared only within one scoring setting: each section "
+             "below holds the runs (and baselines) measured the same way.", ""]
+    for scoring in sorted({r.scoring for r in records} | {r.baseline_scoring for r in records if r.baselines}):
+        parts += scoring_section(records, scoring)
     if plots:
         curves = _curve_plots(groups, out)
         if curves:
@@ -274,10 +322,10 @@ def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, 
             parts += [f"![{name}]({p.relative_to(out)})" for name, p in curves] + [""]
         for heading, pngs in _run_plots(groups, out):
             parts += [f"### {heading}", ""] + [f"![{n}]({p.relative_to(out)})" for n, p in pngs] + [""]
-    parts += ["## Runs", "", "| run | group | seed | numbers from |", "|---|---|---|---|"]
+    parts += ["## Runs", "", "| run | group | seed | numbers from | scored by |", "|---|---|---|---|---|"]
     by_run = {id(r): g for g in groups for r in g.runs}
     for r in records:
-        parts.append(f"| `{r.path}` | {by_run[id(r)].label} | {r.seed} | {r.source} |")
+        parts.append(f"| `{r.path}` | {by_run[id(r)].label} | {r.seed} | {r.source} | {r.scoring} |")
     path = out / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path
