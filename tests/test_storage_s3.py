@@ -14,10 +14,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from s3_server import s3_server
+from tb_events import read_scalars
 
 from hexray import storage
 
@@ -100,7 +102,7 @@ def test_run_files_on_s3_metrics_config_and_checkpoints(s3_env, tmp_path, monkey
 
     from hexray.config import load_config, save_config
     from hexray.train.checkpoint import find_checkpoints, load_state, resolve_checkpoint
-    from hexray.train.metrics import CsvMetricsWriter, ProgressTail, RunRecorder
+    from hexray.train.metrics import CsvMetricsWriter, LoggerSpec, RunRecorder
 
     monkeypatch.chdir(tmp_path)
     run = f"s3://{s3_env.bucket}/runs/r0"
@@ -119,12 +121,15 @@ def test_run_files_on_s3_metrics_config_and_checkpoints(s3_env, tmp_path, monkey
     resumed.write({"epoch": 2, "step": 15, "loss": 1.0})
     assert len(list(csv.DictReader(io.StringIO(storage.read_text(storage.join(run, "metrics.csv")))))) == 3
 
-    out = io.StringIO()
-    tail = ProgressTail(run, stream=out)
-    recorder = RunRecorder(run, total_epochs=3)
+    recorder = RunRecorder(run, total_epochs=3, loggers=LoggerSpec(names=("tensorboard",)))
     recorder.after_report(None, [{"epoch": 2, "step": 20, "loss": 0.9, "epoch_end": 1, "time/epoch_s": 4.0}], None)
-    tail.poll()
-    assert out.getvalue().startswith("epoch 2/3")
+    assert storage.read_text(storage.join(run, "progress.log")).startswith("epoch 2/3")
+    events = storage.list_dir(storage.join(run, "tensorboard"))  # staged locally, uploaded at the epoch's end
+    assert len(events) == 1 and events[0][0].startswith("events.out.tfevents.")
+    with tempfile.TemporaryDirectory() as local:  # outside tmp_path, which must stay empty
+        with open(os.path.join(local, events[0][0]), "wb") as f:
+            f.write(storage.read_bytes(storage.join(run, "tensorboard", events[0][0])))
+        assert read_scalars(local)["loss"] == [(20, 0.9)]
 
     for epoch in (1, 2):
         storage.torch_save({"method": {}, "epoch": epoch, "step": 10 * epoch, "config": {}},

@@ -127,8 +127,10 @@ def test_pbt_restarts_weak_trials_from_strong_trials_checkpoints(ray_session, tm
     log_dir.mkdir()
     prepared = _prepared(
         tmp_path, name="pbt", max_concurrent_trials=2,
+        # synch: each interval's exploit waits for both trials, so a loaded machine that runs one trial ahead of the
+        # other (the weak one finishing before the strong one reported) cannot skip every exploit
         scheduler={"kind": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5, "resample_probability": 0.0,
-                   "hyperparam_mutations": {"hex.beta": {"choice": [0.1, 3.0]}}},
+                   "synch": True, "hyperparam_mutations": {"hex.beta": {"choice": [0.1, 3.0]}}},
         space={"hex.beta": {"grid": [0.1, 3.0]}},
     )
     results = run_sweep(prepared, builder=make_fake_builder(log_dir, epoch_sleep=1.0), init_key=INIT_KEY, verbose=0)

@@ -23,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override one config key, e.g. --set run.epochs=10 (repeatable)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its latest checkpoint")
     parser.add_argument("--no-eval", action="store_true", help="skip the final kNN/probe table and its baselines")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's own console output (start-up, workers' logs, Ray Data); otherwise it goes to "
+                             "<run dir>/hexray.log")
+    parser.add_argument("--json", action="store_true",
+                        help="end with summary.json's content on stdout (after the table)")
     parser.add_argument("--check", action="store_true",
                         help="validate the config, print the resolved tree and exit (starts no Ray, reads no data)")
     parser.set_defaults(func=_run)
@@ -47,11 +52,20 @@ def _run(args: argparse.Namespace) -> int:
 
     from hexray.train.launch import run_training
 
-    result = run_training(cfg, resume_dir=args.resume, final_eval=not args.no_eval)
-    print(f"summary: {result.run_dir.rstrip('/')}/summary.json", file=sys.stderr)
-    if not args.no_eval:
-        ev = result.summary.get("evaluation", {})
-        print(json.dumps({k: {m: round(v, 4) for m, v in r.items()} for k, r in ev.items()}), file=sys.stderr)
+    result = run_training(cfg, resume_dir=args.resume, final_eval=not args.no_eval, verbose=args.verbose)
+    run_dir, summary = result.run_dir.rstrip("/"), result.summary
+    print(f"\nsummary: {run_dir}/summary.json  (log: {run_dir}/hexray.log)")
+    if summary.get("plot"):
+        print(f"training curves: {summary['plot']}")
+    if "tensorboard" in cfg.run.loggers:
+        print(f"TensorBoard: tensorboard --logdir {run_dir}")
+    if summary.get("evaluation"):
+        from hexray.train.final_eval import format_table
+
+        print("\n" + format_table(summary["evaluation"]))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    sys.stdout.flush()
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from hexray.config.binding import choice_message
 
 DATASET_NAMES = ("fashion-mnist", "imagenet", "folder", "synthetic-hierarchy")  # = hexray.data.registry.DATASETS
+LOGGER_NAMES = ("tensorboard", "mlflow")  # = hexray.train.loggers.LOGGER_NAMES
 PATH_DATASETS = ("imagenet", "folder")  # registry names that read the user's files and need `data.path`
 
 
@@ -264,7 +265,10 @@ class RunSection:
     epochs: 100 by default here (paper-scale runs); the embedded default.yaml sets a short CPU run.
     name: the run directory under storage_path (None = generated from method, dataset and time).
     storage_path: a local directory or a cloud URI (s3://, gs://) shared by all nodes.
-    log_every_steps: also report metrics every N steps (0 = once per epoch).
+    log_every_steps: also report metrics every N steps (0 = once per epoch); the console's plain-text progress
+      (output that is not a terminal) prints a line as often.
+    loggers: metric sinks besides metrics.csv: `tensorboard` (event files in <run dir>/tensorboard) and/or
+      `mlflow` (the `mlflow` extra; MLFLOW_TRACKING_URI names the server).
     on_nan: a NaN/inf loss `stop`s the run naming the step and term, or `skip`s the step (at most max_nan_skips).
     """
 
@@ -276,9 +280,13 @@ class RunSection:
     on_nan: Literal["stop", "skip"] = "stop"
     max_nan_skips: int = 10
     progress: bool = True
+    loggers: tuple[str, ...] = ("tensorboard",)
 
     def __post_init__(self) -> None:
         _positive("run", self, "epochs")
+        for name in self.loggers:
+            _require(name in LOGGER_NAMES, choice_message("run.loggers[]", name, LOGGER_NAMES))
+        _require(len(set(self.loggers)) == len(self.loggers), f"run.loggers: {list(self.loggers)} repeats a name")
         _non_negative("run", self, "log_every_steps", "max_nan_skips")
         _require(bool(self.storage_path), "run.storage_path must be a directory or URI")
         _require(self.name is None or (bool(self.name) and "/" not in self.name),

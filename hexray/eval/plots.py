@@ -121,6 +121,54 @@ def plot_training_curves(metrics: Any, path: str | Path | StoragePath) -> Storag
     return _save(fig, path)
 
 
+def plot_run_curves(metrics: Any, path: str | Path | StoragePath, *,
+                    purity_chance: float | None = None) -> StoragePath | None:
+    """The training run at a glance (written by `hexray train`): loss, kNN monitor and online probe accuracy,
+    HEX's threshold ε, mean |H(i)| and H(i)'s superclass purity against chance — panels with data only."""
+    panels = []
+    if per_epoch(metrics, "loss")[0]:
+        panels.append("loss")
+    accuracy = [(k, label) for k, label in (("knn/top1", "kNN monitor, class"), ("knn/superclass", "kNN monitor, "
+                "superclass"), ("probe/online_top1", "online probe, class"), ("probe/online_superclass",
+                                                                             "online probe, superclass"))
+                if per_epoch(metrics, k)[0]]
+    if accuracy:
+        panels.append("accuracy")
+    panels += [k for k in ("hex/epsilon", "hex/h_size", "hex/purity") if per_epoch(metrics, k)[0]]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        if panel == "loss":
+            ax.plot(*per_epoch(metrics, "loss"), "-o", ms=3, label="training loss (epoch mean)")
+            ax.set(title="Training loss", ylabel="loss")
+        elif panel == "accuracy":
+            for key, label in accuracy:
+                x, y = per_epoch(metrics, key)
+                ax.plot(x, [100 * v for v in y], "-o", ms=3, label=label)
+            ax.set(title="Accuracy on held-out images", ylabel="accuracy (%)")
+        elif panel == "hex/epsilon":
+            ax.plot(*per_epoch(metrics, panel), "-o", ms=3, color=_EPS, label="ε (cosine)")
+            ax.set(title="HEX threshold ε", ylabel="cosine similarity")
+        elif panel == "hex/h_size":
+            ax.plot(*per_epoch(metrics, panel), "-o", ms=3, label="mean |H(i)|")
+            ax.set(title="Hierarchical set size |H(i)|", ylabel="samples per anchor")
+        else:
+            x, y = per_epoch(metrics, panel)
+            ax.plot(x, [100 * v for v in y], "-o", ms=3, label="H(i) superclass purity")
+            if purity_chance is not None:
+                ax.axhline(100 * purity_chance, color="grey", ls="--", label=f"chance ({100 * purity_chance:.0f}%)")
+            ax.set(title="H(i) superclass purity", ylabel="same superclass (%)")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_accuracy(metrics: Any, trajectory: Sequence[Mapping[str, Any]], path: str | Path | StoragePath,
                   offline: Mapping[str, float] | None = None) -> StoragePath | None:
     """Accuracy over epochs: the online probe and kNN monitor (metrics.csv, lines) and kNN recomputed from each

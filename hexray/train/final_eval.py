@@ -6,7 +6,7 @@ each over its share of the sample; the driver only prints what rank 0 reports (`
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -47,13 +47,17 @@ def _pooled_pixels(images: torch.Tensor, side: int) -> torch.Tensor:
 
 def evaluate_on_workers(backbone: torch.nn.Module, cfg: Any, *, root: str, manifest: Any, rank: int, world: int,
                         device: torch.device, num_classes: int,
-                        class_to_superclass: Sequence[int] | None) -> dict[str, dict[str, float]] | None:
+                        class_to_superclass: Sequence[int] | None,
+                        progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict[str, float]] | None:
     """The end-of-run table, computed by every training worker together (call it on all ranks).
 
     Each rank decodes and embeds only its share of the bank (`cfg.eval.bank_size` training images) and of the
     queries; rank 0 gathers the features (never the images) and scores them. Returns {row: metrics} on rank 0,
     None elsewhere. Nothing here runs on the driver, so its memory does not grow with the dataset.
+    `progress(done, total, what)` hears of each stage (rank 0's calls reach the console).
     """
+    total = 7
+    say = progress or (lambda done, total, what: None)
     from hexray.data.manifest import load_manifest
     from hexray.distributed import gather_to_first
     from hexray.eval.datasource import read_share
@@ -61,6 +65,7 @@ def evaluate_on_workers(backbone: torch.nn.Module, cfg: Any, *, root: str, manif
 
     d, e, seed = cfg.data, cfg.eval, cfg.run.seed
     kw = dict(image_size=d.image_size, rank=rank, world=world, manifest=manifest or load_manifest(root))
+    say(0, total, "reading the bank and query images")
     bank = read_share(root, d.train_split, max_rows=_cap(e.bank_size, d.limit_train), seed=seed, **kw)
     query = read_share(root, d.eval_split, max_rows=_cap(e.query_size, d.limit_eval), seed=seed + 1, **kw)
 
@@ -70,7 +75,8 @@ def evaluate_on_workers(backbone: torch.nn.Module, cfg: Any, *, root: str, manif
 
     random_net = random_init_copy(copy.deepcopy(backbone).cpu(), seed=seed).to(device)
     features = {}
-    for name, net in (("pretrained", backbone), ("random_init", random_net)):
+    for done, (name, net) in enumerate((("pretrained", backbone), ("random_init", random_net)), start=1):
+        say(done, total, f"embedding with the {name.replace('_', '-')} network")
         features[name] = (gathered(embed(net, bank["image"], device=device)),
                           gathered(embed(net, query["image"], device=device)))
     features["raw_pixels"] = (gathered(_pooled_pixels(bank["image"], e.raw_pixels_side)),
@@ -79,11 +85,13 @@ def evaluate_on_workers(backbone: torch.nn.Module, cfg: Any, *, root: str, manif
     if rank != 0:
         return None
     results = {}
-    for name, (tr, te) in features.items():
+    for done, (name, (tr, te)) in enumerate(features.items(), start=4):
+        say(done, total, f"kNN and linear probe on {name.replace('_', ' ')} features")
         if name == "raw_pixels":
             tr, te = raw_pixel_features(tr, te)  # centred by the bank's mean, as cosine kNN needs
         results[name] = _score(tr, bank_y, te, query_y, num_classes=num_classes,
                                class_to_superclass=class_to_superclass, cfg=cfg)
+    say(total, total, "done")
     return results
 
 

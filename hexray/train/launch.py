@@ -22,9 +22,14 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from hexray import storage
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
+from hexray.eval.runs import flatten
+from hexray.train.console import LiveConsole, ProgressBoard
+from hexray.train.loggers import check_loggers, mlflow_tracking_uri
 from hexray.train.loop import train_loop_per_worker
-from hexray.train.metrics import ProgressTail, RunRecorder
+from hexray.train.metrics import LoggerSpec, RunRecorder
+from hexray.train.quiet import quiet_console
 
+TRAINING_PLOT = "training_curves.png"
 LOCAL_DRIVER_RESOURCE = "hexray_driver"  # = hexray.tune.spec.DRIVER_RESOURCE (train does not import tune)
 TEST_HOOK_ENV = {"HEXRAY_TEST_CRASH_AFTER_EPOCH": "crash_after_epoch", "HEXRAY_TEST_NAN_AT_STEP": "nan_at_step",
                  "HEXRAY_TEST_STALL_LAST_RANK_S": "stall_last_rank_s"}
@@ -36,12 +41,13 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def ensure_ray() -> None:
+def ensure_ray(verbose: bool = False) -> None:
     """Join the cluster named by RAY_ADDRESS, or start a local Ray with at least 4 logical CPUs: Ray Data's
-    file-listing task needs one whole free CPU besides the fractional trainers."""
+    file-listing task needs one whole free CPU besides the fractional trainers. `verbose` (or HEXRAY_RAY_LOGS=1)
+    forwards the workers' logs to this console (Ray deduplicates repeated lines) and shows Ray Data's bars."""
     if ray.is_initialized():
         return
-    verbose = _verbose()
+    verbose = verbose or _verbose()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=verbose)
     else:
@@ -125,18 +131,18 @@ def _dataset_facts(cfg: TrainConfig) -> tuple[TrainConfig, str, Any]:
     return replace(cfg, data=replace(cfg.data, eval_split=eval_split)), root, manifest
 
 
-def _report_corrupt(cfg: TrainConfig, root: str, manifest: Any) -> None:
+def _report_corrupt(cfg: TrainConfig, manifest: Any) -> None:
     """Say so when sharding left image files out: a run on a damaged copy should not look like a clean one."""
     for split in dict.fromkeys((cfg.data.train_split, cfg.data.eval_split)):
         info = manifest.splits[split]
         if info.corrupt:
             print(f"data: {info.corrupt} corrupt image file(s) of split {split!r} were left out when sharding "
-                  f"(e.g. {info.corrupt_examples[0]}; all listed in {storage.join(root, 'manifest.json')})",
+                  f"(e.g. {info.corrupt_examples[0]}; all listed in {storage.join(manifest.root, 'manifest.json')})",
                   flush=True)
 
 
 def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
-                  callbacks: list | None = None, final_eval: bool = False) -> TorchTrainer:
+                  callbacks: list | None = None, final_eval: bool = False, board: Any = None) -> TorchTrainer:
     """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes. With
     `final_eval` the workers compute the end-of-run table after the last epoch and report it (`final/...`)."""
     from hexray.data.pipeline import data_key, decoded_dataset, train_dataset
@@ -176,7 +182,10 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     loop_config = {"cfg": config_to_dict(cfg), "root": root, "num_classes": manifest.num_classes,
                    "class_to_superclass": manifest.class_to_superclass, "train_count": train_count,
                    "test_hooks": hooks, "corrupt_key": data_key(root, d.train_split), "views": views,
-                   "torch_threads": torch_threads(resources["CPU"], s.num_workers), "final_eval": final_eval}
+                   "torch_threads": torch_threads(resources["CPU"], s.num_workers), "final_eval": final_eval,
+                   "progress_board": board}
+    loggers = LoggerSpec(names=tuple(cfg.run.loggers), run_name=cfg.run.name, params=flatten(config_to_dict(cfg)),
+                         mlflow_uri=mlflow_tracking_uri(cfg.run.loggers))
     score = cfg.checkpoint.metric
     return TorchTrainer(
         train_loop_per_worker,
@@ -190,7 +199,8 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep, checkpoint_score_attribute=score,
                                                checkpoint_score_order=cfg.checkpoint.mode),
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
-            callbacks=[RunRecorder(run_dir, cfg.run.epochs), *(callbacks or [])],
+            callbacks=[RunRecorder(run_dir, cfg.run.epochs, loggers=loggers, final_eval=final_eval, board=board),
+                       *(callbacks or [])],
         ),
         datasets=datasets,
         dataset_config=ordered_ingest(),
@@ -252,10 +262,12 @@ def _interrupted(run_dir: str) -> None:
     raise KeyboardInterrupt
 
 
-def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval: bool = True) -> RunResult:
+def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval: bool = True,
+                 verbose: bool = False) -> RunResult:
     """Train (or continue the run in `resume_dir`), then write and return the summary.
 
     With `resume_dir`, the run keeps its name and storage path, so Ray hands the loop its latest checkpoint.
+    Ray's own console output goes to `<run dir>/hexray.log` unless `verbose`.
     """
 
     if resume_dir is not None:
@@ -265,16 +277,29 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
         run_name, where = storage.basename(path), storage.parent(path)
     else:
         run_name, where = None, None
-    _report_corrupt(*_dataset_facts(cfg))  # names, paths, splits, the shards on first use: all before Ray starts
+    check_loggers(cfg.run.loggers)
+    _, _, manifest = _dataset_facts(cfg)  # names, paths, splits, the shards on first use: all before Ray starts
+    _report_corrupt(cfg, manifest)
     cfg, run_dir = resolve_run(cfg, run_name, where)
     storage.make_dirs(run_dir)  # an unwritable run.storage_path fails here, naming it, not inside Ray
-    ensure_ray()
-    started = time.time()
-    trainer = build_trainer(cfg, run_name=cfg.run.name, storage_path=cfg.run.storage_path, final_eval=final_eval)
     print(f"hexray train: run directory {run_dir}", flush=True)
-    tail = ProgressTail(run_dir) if cfg.run.progress else None
-    if tail is not None:
-        tail.start()
+    with quiet_console(run_dir, verbose=verbose):
+        return _train_and_summarise(cfg, run_dir, manifest, final_eval=final_eval, verbose=verbose)
+
+
+def _train_and_summarise(cfg: TrainConfig, run_dir: str, manifest: Any, *, final_eval: bool,
+                         verbose: bool) -> RunResult:
+    if not ray.is_initialized():
+        print("starting Ray ...", flush=True)
+    ensure_ray(verbose)
+    started = time.time()
+    board = ProgressBoard.remote() if cfg.run.progress else None
+    trainer = build_trainer(cfg, run_name=cfg.run.name, storage_path=cfg.run.storage_path, final_eval=final_eval,
+                            board=board)
+    console = None
+    if board is not None:
+        console = LiveConsole(board, total_epochs=cfg.run.epochs, log_every=cfg.run.log_every_steps)
+        console.start()
     try:
         result = trainer.fit()
     except (KeyboardInterrupt, SystemExit):  # Ray's own SIGINT handler aborts the run and calls sys.exit
@@ -285,8 +310,10 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
             raise ValueError(message) from err
         raise
     finally:
-        if tail is not None:
-            tail.stop()
+        if console is not None:
+            console.stop()
+        if board is not None:
+            ray.kill(board)
     if result.error is not None:
         raise result.error
     if _completed_epochs(run_dir, result) < cfg.run.epochs:
@@ -299,6 +326,7 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
     summary["epochs"] = _completed_epochs(run_dir, result)
     if final_eval:
         summary["evaluation"] = _final_table(run_dir)
+    summary["plot"] = _training_plot(run_dir, manifest, cfg)
     summary["driver_peak_rss_mb"] = _peak_rss_mb()
     summary["wall_seconds"] = round(time.time() - started, 1)
     storage.write_text(storage.join(run_dir, "summary.json"), json.dumps(summary, indent=1))
@@ -313,15 +341,37 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
 def _final_table(run_dir: str) -> dict[str, dict[str, float]]:
     """The end-of-run table the workers reported, as the run recorder saved it (the driver only prints it: it
     reads no images)."""
-    from hexray.train.final_eval import format_table, from_metrics
+    from hexray.train.final_eval import from_metrics
     from hexray.train.metrics import FINAL_EVAL_FILE
 
     path = storage.join(run_dir, FINAL_EVAL_FILE)
     results = from_metrics(json.loads(storage.read_text(path))) if storage.is_file(path) else {}
     if not results:
         raise RuntimeError(f"the workers reported no end-of-run table ({path} is missing); see the log above")
-    print("\n" + format_table(results), flush=True)
     return results
+
+
+def _training_plot(run_dir: str, manifest: Any, cfg: TrainConfig) -> str | None:
+    """`training_curves.png` in the run directory (None when nothing was logged per epoch)."""
+    from hexray.eval.plots import plot_run_curves
+    from hexray.eval.runs import read_metrics
+
+    chance = superclass_chance(manifest, cfg.data.train_split)
+    path = plot_run_curves(read_metrics(run_dir), storage.join(run_dir, TRAINING_PLOT), purity_chance=chance)
+    return None if path is None else str(path)
+
+
+def superclass_chance(manifest: Any, split: str) -> float | None:
+    """The purity a random H(i) would have: the chance that another training image shares the anchor's
+    superclass, Σ_s p_s² over the split's superclass frequencies (None without a hierarchy)."""
+    c2s, counts = manifest.class_to_superclass, manifest.splits[split].class_counts
+    if not c2s or not counts or sum(counts) == 0:
+        return None
+    per_super: dict[int, int] = {}
+    for cls, n in enumerate(counts):
+        per_super[c2s[cls]] = per_super.get(c2s[cls], 0) + n
+    total = sum(per_super.values())
+    return sum((n / total) ** 2 for n in per_super.values())
 
 
 def _peak_rss_mb() -> float:

@@ -36,6 +36,7 @@ from hexray.train.components import (
     restore_training_state,
     training_state,
 )
+from hexray.train.console import Poster
 from hexray.train.nan_guard import NanGuard, NonFiniteLossError
 from hexray.train.probes import KnnMonitor, OnlineProbe
 
@@ -94,6 +95,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if config.get("torch_threads"):
         torch.set_num_threads(int(config["torch_threads"]))
 
+    poster = Poster(config.get("progress_board") if rank == 0 else None, log_every=cfg.run.log_every_steps)
+    poster.phase(f"{world} worker(s) started; building the model")
     num_classes, c2s = config["num_classes"], config.get("class_to_superclass")
     num_super = (max(c2s) + 1) if c2s else 0
     per_worker_batch = cfg.data.batch_size // world
@@ -135,6 +138,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     monitor = None
     if cfg.probe.knn_every_epochs > 0:  # every worker embeds its share; rank 0 scores the gathered features
+        poster.phase("reading the kNN monitor's images")
         d, p = cfg.data, cfg.probe
         bank = _eval_share(config["root"], d.train_split, d.image_size, p.knn_train_limit, cfg.run.seed, rank, world)
         queries = _eval_share(config["root"], d.eval_split, d.image_size, p.knn_eval_limit, cfg.run.seed + 1, rank,
@@ -148,6 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     last_monitor: dict[str, float] = {}
 
     for epoch in range(start_epoch, cfg.run.epochs):
+        poster.phase(f"epoch {epoch + 1}: waiting for the first batch")
         model.train()
         sums: dict[str, Any] = {}
         count, images, epoch_start = 0, 0, time.perf_counter()
@@ -201,6 +206,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             images += v1.shape[0] * world
             now = time.perf_counter()
             train_time += now - t0
+            if poster.due(i=i, steps=steps_per_epoch, step=step):
+                poster.step(epoch=epoch + 1, i=i, steps=steps_per_epoch, step=step,
+                            **_live_values(out, images, train_time))
             if cfg.run.log_every_steps and step % cfg.run.log_every_steps == 0 and i + 1 < steps_per_epoch:
                 ray.train.report({**_means(sums, count), **restored, "epoch": epoch + 1, "step": step,
                                   "epoch_end": 0, "lr": optimizer.param_groups[0]["lr"],
@@ -222,18 +230,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "data/order_digest": float(int.from_bytes(order.digest(), "little")), **placement}
         restored = {}
         if monitor is not None and (epoch_no % cfg.probe.knn_every_epochs == 0 or epoch_no == cfg.run.epochs):
+            poster.phase(f"epoch {epoch_no}: kNN monitor")
             last_monitor = monitor.evaluate(inner.method.embedder(), inner.probe, device=device,
                                             channels_last=fast.channels_last)
         metrics.update(last_monitor)
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
+        if save:
+            poster.phase(f"epoch {epoch_no}: checkpoint")
         _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
 
     if config.get("final_eval"):  # the end-of-run table, by all workers together; rank 0 reports it
         from hexray.train.final_eval import evaluate_on_workers, to_metrics
 
         results = evaluate_on_workers(inner.method.backbone, cfg, root=config["root"], manifest=None, rank=rank,
-                                      world=world, device=device, num_classes=num_classes, class_to_superclass=c2s)
+                                      world=world, device=device, num_classes=num_classes, class_to_superclass=c2s,
+                                      progress=poster.eval)
         ray.train.report({"epoch": cfg.run.epochs, "final_eval": 1, **(to_metrics(results) if results else {})})
 
 
@@ -276,6 +288,15 @@ class _EpochStream:
 def shuffle_seed(seed: int, epoch: int) -> int:
     """The local shuffle buffer's seed for one epoch of a run: the same in every run with this `run.seed`."""
     return (seed * 1_000_003 + epoch) % (2**31)
+
+
+def _live_values(out: Any, images: int, train_time: float) -> dict[str, float]:
+    """This step's loss and ε and the epoch's images/s so far, for the console (read only when posted)."""
+    values = {"loss": float(out.loss.detach()), "images_per_s": images / max(train_time, 1e-9)}
+    eps = out.terms.get("hex/epsilon")
+    if eps is not None:
+        values["eps"] = float(eps)
+    return values
 
 
 def _view_maker(fields: dict[str, Any] | None) -> ViewMaker | None:

@@ -8,9 +8,8 @@ import csv
 import io
 import json
 import math
-import sys
-import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +97,54 @@ def progress_line(metrics: dict[str, Any], total_epochs: int, epoch_seconds: lis
     return " | ".join(parts)
 
 
+@dataclass
+class LoggerSpec:
+    """What the recorder needs to open the metric loggers in its own process (they do not pickle)."""
+
+    names: tuple[str, ...] = ()
+    run_name: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    mlflow_uri: str | None = None
+
+
 class RunRecorder(UserCallback):
     """Writes `metrics.csv` and `placement.json` (per-rank node id/ip/hostname, for summary.json) into the run
-    directory and appends a progress line per epoch to `progress.log`. Runs in Ray Train's controller process."""
+    directory, appends a progress line per epoch to `progress.log`, feeds the metric loggers (TensorBoard,
+    MLflow) and, given a progress board, posts each epoch's line for the driver's console. Runs in Ray Train's
+    controller process."""
 
-    def __init__(self, run_dir: str, total_epochs: int) -> None:
+    def __init__(self, run_dir: str, total_epochs: int, *, loggers: LoggerSpec | None = None,
+                 final_eval: bool = False, board: Any = None) -> None:
         self.run_dir = run_dir
         self.total_epochs = total_epochs
+        self.logger_spec = loggers or LoggerSpec()
+        self.final_eval = final_eval
+        self.board = board
         self._writer: CsvMetricsWriter | None = None
+        self._loggers: list[Any] | None = None
+        self._last_step = 0
         self._epoch_seconds: list[float] = []
         self._placement: list[dict[str, Any]] | None = None
         self._progress: str | None = None
+
+    def _open_loggers(self) -> list[Any]:
+        if self._loggers is None:
+            from hexray.train.loggers import build_loggers
+
+            spec = self.logger_spec
+            self._loggers = build_loggers(spec.names, run_dir=self.run_dir, run_name=spec.run_name,
+                                          params=spec.params, mlflow_uri=spec.mlflow_uri)
+        return self._loggers
+
+    def _log(self, metrics: dict[str, Any], step: int, *, flush: bool = False, close: bool = False) -> None:
+        for logger in self._open_loggers():
+            logger.log(metrics, step)
+            if close:
+                logger.close()
+            elif flush:
+                logger.flush()
+        if close:
+            self._loggers = None  # a later report (a restarted attempt) opens them again
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if not metrics:
@@ -119,8 +155,12 @@ class RunRecorder(UserCallback):
         if main.get("final_eval"):  # the end-of-run table, for the driver's summary.json; not a metrics.csv row
             table = {k: v for k, v in main.items() if k.startswith("final/")}
             storage.write_text(storage.join(self.run_dir, FINAL_EVAL_FILE), json.dumps(table, indent=1))
+            self._log(table, self._last_step, close=True)
             return
         self._writer.write(main)
+        self._last_step = int(main.get("step", self._last_step))
+        last = bool(main.get("epoch_end")) and int(main.get("epoch", 0)) >= self.total_epochs
+        self._log(main, self._last_step, flush=bool(main.get("epoch_end")), close=last and not self.final_eval)
         placement = [{k.split("/", 1)[1]: m[k] for k in PLACEMENT_KEYS if k in m} for m in metrics]
         if all(placement) and placement != self._placement:
             storage.write_text(storage.join(self.run_dir, "placement.json"), json.dumps(placement, indent=1))
@@ -129,7 +169,10 @@ class RunRecorder(UserCallback):
             self._writer.flush()
             if isinstance(main.get("time/epoch_s"), (int, float)):
                 self._epoch_seconds.append(float(main["time/epoch_s"]))
-            self._append_progress(progress_line(main, self.total_epochs, self._epoch_seconds) + "\n")
+            line = progress_line(main, self.total_epochs, self._epoch_seconds)
+            self._append_progress(line + "\n")
+            if self.board is not None:
+                self.board.post.remote({"kind": "epoch", "line": line})
 
     def _append_progress(self, line: str) -> None:
         """progress.log gains one line (rewritten whole: object stores cannot append; it is one line per epoch)."""
@@ -138,40 +181,3 @@ class RunRecorder(UserCallback):
             self._progress = storage.read_text(path) if storage.is_file(path) else ""
         self._progress += line
         storage.write_text(path, self._progress)
-
-
-class ProgressTail(threading.Thread):
-    """Driver-side: prints the lines the recorder appends to `progress.log` while `trainer.fit()` blocks (the
-    recorder runs in Ray's controller process, whose stdout does not reach the user without log_to_driver)."""
-
-    def __init__(self, run_dir: str, interval: float = 1.0, stream: Any = None) -> None:
-        super().__init__(daemon=True)
-        self.path = storage.join(run_dir, PROGRESS_FILE)
-        self.interval, self.stream = interval, stream or sys.stdout
-        if storage.is_remote(self.path):
-            self.interval = max(interval, 2.0)  # one GET per poll on object storage
-        self._stop_event = threading.Event()
-        self._offset = len(self._read())
-
-    def _read(self) -> bytes:
-        try:
-            return storage.read_bytes(self.path)
-        except FileNotFoundError:
-            return b""
-
-    def poll(self) -> None:
-        data = self._read()[self._offset:]
-        complete = data[: data.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        if complete:
-            self.stream.write(complete.decode("utf-8", "replace"))
-            self.stream.flush()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            self.poll()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)
-        self.poll()

@@ -187,7 +187,7 @@ def _scheduler(spec: SweepSpec) -> Any:
         return PopulationBasedTraining(
             time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
             hyperparam_mutations=pbt_mutations(spec), quantile_fraction=s.quantile_fraction,
-            resample_probability=s.resample_probability,
+            resample_probability=s.resample_probability, synch=s.synch,
         )
     return FIFOScheduler()
 

@@ -74,6 +74,7 @@ class SchedulerSpec:
     perturbation_interval: int = 1
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25
+    synch: bool = False  # pbt: decide at each interval only once every trial has reached it (robust to uneven speed)
     hyperparam_mutations: dict[str, ParamSpec] = field(default_factory=dict)
 
 
@@ -256,7 +257,8 @@ def _parse_scheduler(raw: Any) -> SchedulerSpec:
     allowed = {
         "fifo": ("kind",),
         "asha": ("kind", "grace_period", "reduction_factor", "max_t"),
-        "pbt": ("kind", "perturbation_interval", "quantile_fraction", "resample_probability", "hyperparam_mutations"),
+        "pbt": ("kind", "perturbation_interval", "quantile_fraction", "resample_probability", "hyperparam_mutations",
+                "synch"),
     }[kind]
     _no_unknown(raw, allowed, "scheduler.", context=f"for scheduler.kind {kind!r}")
     spec = SchedulerSpec(kind=kind)
@@ -270,6 +272,9 @@ def _parse_scheduler(raw: Any) -> SchedulerSpec:
     if not 0 < spec.quantile_fraction <= 0.5:
         raise SweepError(f"scheduler.quantile_fraction: must be in (0, 0.5], got {spec.quantile_fraction}")
     spec.resample_probability = _number(raw.get("resample_probability", 0.25), "scheduler.resample_probability")
+    spec.synch = raw.get("synch", False)
+    if not isinstance(spec.synch, bool):
+        raise SweepError(f"scheduler.synch: expected true or false, got {spec.synch!r}")
     if kind == "pbt":
         spec.hyperparam_mutations = parse_space(raw.get("hyperparam_mutations"), "scheduler.hyperparam_mutations")
         if not spec.hyperparam_mutations:

@@ -1,0 +1,141 @@
+"""What a training run shows and leaves behind, without Ray: the live console (terminal bars or plain lines,
+heartbeats), the quiet console's filter, TensorBoard/MLflow logs and the training-curves PNG."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+
+import pandas as pd
+import pytest
+from tb_events import read_scalars
+
+from hexray.train.console import LiveConsole
+from hexray.train.metrics import LoggerSpec, RunRecorder
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def _step(i: int, step: int, **extra: float) -> dict:
+    return {"kind": "step", "epoch": 1, "i": i, "steps": 10, "step": step, "loss": 5.0 - i / 10, "eps": 0.62,
+            "images_per_s": 900.0, **extra}
+
+
+def test_plain_console_prints_a_line_every_log_every_steps_and_no_ansi():
+    out = _Stream(tty=False)
+    console = LiveConsole(None, total_epochs=2, log_every=4, stream=out)
+    console.handle({"kind": "phase", "text": "epoch 1: waiting for the first batch"})
+    for i in range(1, 11):
+        console.handle(_step(i, i))
+    console.handle({"kind": "epoch", "line": "epoch 1/2 | loss 4 | 900 img/s | epoch 3s ETA 3s"})
+    console.handle({"kind": "eval", "done": 4, "total": 7, "text": "kNN and linear probe on pretrained features"})
+    lines = out.getvalue().splitlines()
+    assert lines == ["epoch 1: waiting for the first batch",
+                     "epoch 1/2 step 4/10 | loss 4.6, ε 0.620, 900 img/s",
+                     "epoch 1/2 step 8/10 | loss 4.2, ε 0.620, 900 img/s",
+                     "epoch 1/2 | loss 4 | 900 img/s | epoch 3s ETA 3s",
+                     "final evaluation: kNN and linear probe on pretrained features (4/7)"]
+    assert "\x1b[" not in out.getvalue()
+
+
+def test_plain_console_says_what_it_waits_for_after_a_silence():
+    out = _Stream(tty=False)
+    console = LiveConsole(None, total_epochs=1, log_every=50, stream=out, heartbeat_s=0.0)
+    console.handle({"kind": "phase", "text": "epoch 1: waiting for the first batch"})
+    console.poll()  # no board: nothing drained, but the silence is reported
+    assert out.getvalue().splitlines()[-1].startswith("... epoch 1: waiting for the first batch (")
+
+
+def test_terminal_console_draws_a_bar_with_step_rate_loss_epsilon_and_eta():
+    out = _Stream(tty=True)
+    console = LiveConsole(None, total_epochs=3, log_every=50, stream=out)
+    for i in range(1, 6):
+        console.handle(_step(i, i))
+    text = out.getvalue()
+    assert "epoch 1/3:" in text and "5/10" in text and "loss 4.5" in text and "ε 0.620" in text
+    assert "900 img/s" in text and "<" in text  # tqdm's elapsed<remaining (the ETA)
+    console.handle({"kind": "epoch", "line": "epoch 1/3 | loss 4.5"})
+    console.handle({"kind": "eval", "done": 2, "total": 7, "text": "embedding with the random-init network"})
+    assert "epoch 1/3 | loss 4.5\n" in out.getvalue() and "final evaluation:" in out.getvalue()
+    console._close_bar()
+
+
+def test_quiet_console_sends_rays_lines_to_the_log_file(tmp_path, capsys):
+    from hexray.train.quiet import LOG_FILE, quiet_console
+
+    ray_logger = logging.getLogger("ray")
+    handler = logging.StreamHandler(sys.stderr)
+    ray_logger.addHandler(handler)
+    try:
+        with quiet_console(str(tmp_path)):
+            logging.getLogger("ray.some_module").warning("Token authentication is enabled")
+            print("\x1b[33m(raylet)\x1b[0m WARNING: 12 PYTHON worker processes have been started")
+            print("epoch 1/7 | loss 5.1")
+            logging.getLogger("ray").error("a real error")
+    finally:
+        ray_logger.removeHandler(handler)
+    captured = capsys.readouterr()
+    assert captured.out == "epoch 1/7 | loss 5.1\n"
+    assert "Token authentication" not in captured.err and "a real error" in captured.err
+    log = (tmp_path / LOG_FILE).read_text()
+    assert "Token authentication is enabled" in log and "(raylet) WARNING: 12 PYTHON worker" in log
+    assert "\x1b[" not in log
+
+
+def test_recorder_writes_tensorboard_events_read_back_by_tensorboard(tmp_path):
+    run = str(tmp_path / "run")
+    recorder = RunRecorder(run, total_epochs=2, loggers=LoggerSpec(names=("tensorboard",)), final_eval=True)
+    reports = [{"epoch": 1, "step": 5, "epoch_end": 0, "loss": 5.0, "lr": 0.1, "hex/epsilon": 0.6},
+               {"epoch": 1, "step": 10, "epoch_end": 1, "loss": 4.0, "lr": 0.1, "knn/top1": 0.5,
+                "probe/online_top1": 0.4, "hex/epsilon": 0.65, "hex/h_size": 3.0, "hex/purity": 0.7,
+                "images_per_s": 900.0, "time/epoch_s": 2.0, "worker/rank": 0, "data/order_digest": 1e12},
+               {"epoch": 2, "step": 20, "epoch_end": 1, "loss": 3.0, "lr": 0.05, "knn/top1": 0.6,
+                "images_per_s": 950.0, "time/epoch_s": 2.0}]
+    for metrics in reports:
+        recorder.after_report(None, [metrics], None)
+    recorder.after_report(None, [{"epoch": 2, "final_eval": 1, "final/pretrained/knn/top1@20": 0.7}], None)
+    scalars = read_scalars(str(tmp_path / "run" / "tensorboard"))
+    assert scalars["loss"] == [(5, 5.0), (10, 4.0), (20, 3.0)]
+    assert scalars["knn/top1"] == [(10, 0.5), (20, 0.6)] and scalars["hex/h_size"] == [(10, 3.0)]
+    assert scalars["hex/purity"] == [(10, 0.7)] and scalars["lr"][-1] == (20, 0.05)
+    assert scalars["final/pretrained/knn/top1@20"] == [(20, 0.7)]
+    assert {"probe/online_top1", "hex/epsilon", "images_per_s"} <= set(scalars)
+    assert not {"worker/rank", "data/order_digest", "epoch_end", "step"} & set(scalars)  # bookkeeping stays out
+
+
+def test_mlflow_logger_records_params_and_metrics(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    recorder = RunRecorder(str(tmp_path / "run"), total_epochs=1,
+                           loggers=LoggerSpec(names=("mlflow",), run_name="r1", params={"hex.beta": 1.0},
+                                              mlflow_uri=uri))
+    recorder.after_report(None, [{"epoch": 1, "step": 7, "epoch_end": 1, "loss": 2.5, "knn/top1": 0.5}], None)
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.search_runs(experiment_names=["hexray"], output_format="list")[0]
+    assert run.info.run_name == "r1" and run.data.params == {"hex.beta": "1.0"}
+    history = mlflow.tracking.MlflowClient(uri).get_metric_history(run.info.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(7, 2.5)] and run.data.metrics["knn/top1"] == 0.5
+
+
+def test_training_curves_png_has_every_panel(tmp_path):
+    from hexray.eval.plots import plot_run_curves
+
+    frame = pd.DataFrame({"epoch": [1, 1, 2, 3], "loss": [5.0, 4.8, 4.0, 3.5], "knn/top1": [None, 0.5, 0.6, 0.7],
+                          "probe/online_top1": [None, 0.4, 0.5, 0.6], "hex/epsilon": [None, 0.6, 0.65, 0.7],
+                          "hex/h_size": [None, 2.0, 3.0, 4.0], "hex/purity": [None, 0.5, 0.6, 0.7]})
+    path = plot_run_curves(frame, str(tmp_path / "curves.png"), purity_chance=0.26)
+    assert path is not None and os.path.getsize(tmp_path / "curves.png") > 20_000
+    from PIL import Image
+
+    assert Image.open(tmp_path / "curves.png").size[0] > 1000  # three panels across
+    assert plot_run_curves(pd.DataFrame(), str(tmp_path / "none.png")) is None
