@@ -48,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         print(_describe(prepared))
         return 0
     _ensure_ray(args.num_cpus)
+    print(f"watch the trials: tensorboard --logdir {prepared.experiment_dir}", flush=True)
     if args.report:
         from ray import tune
 
@@ -82,7 +83,8 @@ def write_outputs(results, prepared) -> str:
     spec = prepared.spec
     report = report_results(results, spec, prepared.base, prepared.experiment_dir)
     plots = write_plots(report.table, report.curves, spec.searched_keys(), spec.metric, prepared.experiment_dir)
-    return summarize(report, spec) + "\nplots: " + ", ".join(p.name for p in plots)
+    return (summarize(report, spec) + "\nplots: " + ", ".join(p.name for p in plots)
+            + f"\nTensorBoard (every trial's curves): tensorboard --logdir {prepared.experiment_dir}")
 
 
 def _ensure_ray(num_cpus: float | None) -> None:

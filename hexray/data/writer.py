@@ -14,6 +14,8 @@ import io
 import json
 import math
 import os
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -144,6 +146,33 @@ def _finished(task: ShardTask) -> dict | None:
     return record
 
 
+class LineProgress:
+    """tqdm's interface for output that is not a terminal: a plain line at most every `every_s` seconds and at
+    the end, no carriage returns or ANSI codes."""
+
+    def __init__(self, *, total: int, desc: str, disable: bool = False, every_s: float = 5.0, **_: object) -> None:
+        self.total, self.desc, self.disable, self.every_s = total, desc, disable, every_s
+        self.n, self._start = 0, time.monotonic()
+        self._last = self._start
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.disable and self.n and not exc[0]:
+            self._line()
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if not self.disable and time.monotonic() - self._last >= self.every_s and self.n < self.total:
+            self._line()
+
+    def _line(self) -> None:
+        self._last = time.monotonic()
+        print(f"{self.desc}: {self.n}/{self.total} images ({100 * self.n / max(1, self.total):.0f}%, "
+              f"{self._last - self._start:.0f} s)", file=sys.stderr, flush=True)
+
+
 def plan_shards(source: Source, out: str, shard_mb: float, min_shards: int) -> dict[str, list[ShardTask]]:
     superclass_of = np.asarray(source.class_to_superclass if source.class_to_superclass is not None
                                else [-1] * len(source.class_names), dtype=np.int64)
@@ -193,7 +222,9 @@ def write_shards(source: Source, out: str | Path, *, shard_mb: float = 128.0, mi
             records[task.path] = done
     workers = max(1, min(workers or os.cpu_count() or 1, len(pending) or 1))
     total = sum(len(t.ids) for t in pending)
-    with tqdm(total=total, unit="img", desc=f"shard → {out}", disable=not progress or not pending) as bar:
+    show = progress and bool(pending)
+    bar_type = tqdm if sys.stderr.isatty() else LineProgress  # a log file gets lines, not redrawn bars
+    with bar_type(total=total, unit="img", desc=f"shard → {out}", disable=not show) as bar:
         if workers == 1:
             for task in pending:
                 records[task.path] = write_shard(task)

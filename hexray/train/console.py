@@ -1,10 +1,10 @@
 """Live progress on the driver's console while `trainer.fit()` blocks.
 
-Rank 0's training loop and the run recorder (in Ray Train's controller) post small events to a `ProgressBoard`
-actor; a `LiveConsole` thread on the driver drains it a few times a second. On a terminal it draws tqdm bars (one
-per epoch with step, images/s, loss, ε and ETA; one for the final evaluation); otherwise it prints plain lines
-(one every `run.log_every_steps` steps, one per epoch, one per phase) without ANSI codes. Whatever the output,
-a silence longer than `heartbeat_s` prints what the run is waiting for, so nothing is quiet for long.
+Rank 0's training loop posts small events to a `ProgressBoard` actor; a `LiveConsole` thread on the driver
+drains it a few times a second. On a terminal it draws tqdm bars (one per epoch with step, images/s, loss, ε and
+ETA; one for the final evaluation); otherwise it prints plain lines (one every `run.log_every_steps` steps, one
+per epoch, one per phase) without ANSI codes. Whatever the output, a silence longer than `heartbeat_s` prints
+what the run is waiting for, so nothing is quiet for long.
 
 Events are dicts: {"kind": "phase", "text"}, {"kind": "step", "epoch", "i", "steps", "step", "loss", "eps",
 "images_per_s"}, {"kind": "epoch", "line"}, {"kind": "eval", "done", "total", "text"}.
@@ -49,6 +49,10 @@ class Poster:
     def phase(self, text: str) -> None:
         if self.board is not None:
             self.board.post.remote({"kind": "phase", "text": text})
+
+    def epoch(self, line: str) -> None:
+        if self.board is not None:
+            self.board.post.remote({"kind": "epoch", "line": line})
 
     def eval(self, done: int, total: int, text: str) -> None:
         if self.board is not None:

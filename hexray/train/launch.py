@@ -199,7 +199,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep, checkpoint_score_attribute=score,
                                                checkpoint_score_order=cfg.checkpoint.mode),
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
-            callbacks=[RunRecorder(run_dir, cfg.run.epochs, loggers=loggers, final_eval=final_eval, board=board),
+            callbacks=[RunRecorder(run_dir, cfg.run.epochs, loggers=loggers, final_eval=final_eval),
                        *(callbacks or [])],
         ),
         datasets=datasets,
@@ -278,7 +278,7 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
     else:
         run_name, where = None, None
     check_loggers(cfg.run.loggers)
-    _, _, manifest = _dataset_facts(cfg)  # names, paths, splits, the shards on first use: all before Ray starts
+    cfg, _, manifest = _dataset_facts(cfg)  # names, paths, splits, the shards on first use: all before Ray starts
     _report_corrupt(cfg, manifest)
     cfg, run_dir = resolve_run(cfg, run_name, where)
     storage.make_dirs(run_dir)  # an unwritable run.storage_path fails here, naming it, not inside Ray

@@ -37,6 +37,7 @@ from hexray.train.components import (
     training_state,
 )
 from hexray.train.console import Poster
+from hexray.train.metrics import progress_line
 from hexray.train.nan_guard import NanGuard, NonFiniteLossError
 from hexray.train.probes import KnnMonitor, OnlineProbe
 
@@ -150,6 +151,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                           shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed)
     placement = _placement(rank)
     last_monitor: dict[str, float] = {}
+    epoch_seconds: list[float] = []
 
     for epoch in range(start_epoch, cfg.run.epochs):
         poster.phase(f"epoch {epoch + 1}: waiting for the first batch")
@@ -235,6 +237,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                             channels_last=fast.channels_last)
         metrics.update(last_monitor)
         metrics["time/epoch_s"] = time.perf_counter() - epoch_start
+        epoch_seconds.append(metrics["time/epoch_s"])
+        poster.epoch(progress_line(metrics, cfg.run.epochs, epoch_seconds))
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
         if save:
             poster.phase(f"epoch {epoch_no}: checkpoint")

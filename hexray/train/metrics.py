@@ -109,17 +109,15 @@ class LoggerSpec:
 
 class RunRecorder(UserCallback):
     """Writes `metrics.csv` and `placement.json` (per-rank node id/ip/hostname, for summary.json) into the run
-    directory, appends a progress line per epoch to `progress.log`, feeds the metric loggers (TensorBoard,
-    MLflow) and, given a progress board, posts each epoch's line for the driver's console. Runs in Ray Train's
-    controller process."""
+    directory, appends a progress line per epoch to `progress.log` and feeds the metric loggers (TensorBoard,
+    MLflow). Runs in Ray Train's controller process."""
 
     def __init__(self, run_dir: str, total_epochs: int, *, loggers: LoggerSpec | None = None,
-                 final_eval: bool = False, board: Any = None) -> None:
+                 final_eval: bool = False) -> None:
         self.run_dir = run_dir
         self.total_epochs = total_epochs
         self.logger_spec = loggers or LoggerSpec()
         self.final_eval = final_eval
-        self.board = board
         self._writer: CsvMetricsWriter | None = None
         self._loggers: list[Any] | None = None
         self._last_step = 0
@@ -169,10 +167,7 @@ class RunRecorder(UserCallback):
             self._writer.flush()
             if isinstance(main.get("time/epoch_s"), (int, float)):
                 self._epoch_seconds.append(float(main["time/epoch_s"]))
-            line = progress_line(main, self.total_epochs, self._epoch_seconds)
-            self._append_progress(line + "\n")
-            if self.board is not None:
-                self.board.post.remote({"kind": "epoch", "line": line})
+            self._append_progress(progress_line(main, self.total_epochs, self._epoch_seconds) + "\n")
 
     def _append_progress(self, line: str) -> None:
         """progress.log gains one line (rewritten whole: object stores cannot append; it is one line per epoch)."""

@@ -62,6 +62,20 @@ class _LineFilter(io.TextIOBase):
         return getattr(self.target, "encoding", "utf-8")
 
 
+class _AnsiFree(io.TextIOBase):
+    """Writes to `target` without ANSI colour codes (Ray colours parts of its messages)."""
+
+    def __init__(self, target: TextIO) -> None:
+        self.target = target
+
+    def write(self, text: str) -> int:
+        self.target.write(_ANSI.sub("", text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
 @contextlib.contextmanager
 def quiet_console(run_dir: str, *, verbose: bool = False) -> Iterator[str]:
     """Route Ray's console chatter into the run's log file while the block runs; yields the log's location. A run
@@ -70,7 +84,7 @@ def quiet_console(run_dir: str, *, verbose: bool = False) -> Iterator[str]:
     target = storage.join(run_dir, LOG_FILE)
     local = os.path.join(tempfile.mkdtemp(prefix="hexray-log-"), LOG_FILE) if remote else target
     log = open(local, "a", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
-    file_handler = logging.StreamHandler(log)
+    file_handler = logging.StreamHandler(_AnsiFree(log))
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file_handler.setLevel(logging.INFO)
     saved: list[tuple[Any, int]] = []
