@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from tb_events import read_scalars
 
 SYNTH = ["data.dataset=synthetic-hierarchy", "data.options={images_per_class: 30, image_size: 16}",
          "data.image_size=16", "data.batch_size=32", "backbone.name=convnet", "backbone.in_channels=3",
@@ -37,13 +38,23 @@ def test_cli_train_two_workers_then_export(ray_session, tmp_path, capsys):
         args += ["--set", s]
     assert main(args) == 0
     run = tmp_path / "e2e"
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "epoch 2/2" in out and "img/s" in out and "ETA" in out
-    assert "random_init" in out and "raw_pixels" in out
+    assert "epoch 1/2 step 3/" in out and "final evaluation:" in out  # plain progress lines (not a terminal)
+    assert out.rstrip().splitlines()[-1].startswith("raw_pixels")  # the table ends the output
+    assert "Started a local Ray" not in captured.out + captured.err and "(raylet)" not in captured.out
+    assert "\x1b[" not in out
+    assert f"training curves: {run / 'training_curves.png'}" in out and (run / "training_curves.png").is_file()
+    assert f"tensorboard --logdir {run}" in out
+    scalars = read_scalars(str(run / "tensorboard"))  # TensorBoard's own reader
+    assert {"loss", "lr", "knn/top1", "probe/online_top1", "hex/epsilon", "images_per_s"} <= set(scalars)
+    assert "final/pretrained/knn/top1@20" in scalars
 
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     ends = [r for r in rows if r["epoch_end"] == "1"]
     assert [int(r["epoch"]) for r in ends] == [1, 2]
+    assert [step for step, _ in scalars["knn/top1"]] == [int(r["step"]) for r in ends]  # one point per epoch
     for key in ("loss", "lr", "images_per_s", "hex/epsilon", "knn/top1", "probe/online_top1", "data/corrupt"):
         assert ends[-1][key] != "", key
     assert 0 <= float(ends[-1]["time/data_wait_frac"]) <= 1  # input stalls, as a share of the epoch's step time

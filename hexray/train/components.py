@@ -6,6 +6,7 @@ Kept apart from the loop so the same pieces build identically on a fresh start a
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,7 +125,9 @@ class OptimizerStepper:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        with warnings.catch_warnings():  # fp16: a step GradScaler skipped (inf gradients) still moves the schedule,
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")  # as
+            self.scheduler.step()  # the reference does; PyTorch warns about that order once
 
 
 def state_digest(obj: Any) -> float:

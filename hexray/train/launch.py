@@ -43,17 +43,18 @@ class RunResult:
 
 def ensure_ray(verbose: bool = False) -> None:
     """Join the cluster named by RAY_ADDRESS, or start a local Ray with at least 4 logical CPUs: Ray Data's
-    file-listing task needs one whole free CPU besides the fractional trainers. `verbose` (or HEXRAY_RAY_LOGS=1)
-    forwards the workers' logs to this console (Ray deduplicates repeated lines) and shows Ray Data's bars."""
+    file-listing task needs one whole free CPU besides the fractional trainers. The workers' logs, from any node,
+    are forwarded here (Ray deduplicates repeated lines): into the run's hexray.log, or onto the console with
+    `verbose` (or HEXRAY_RAY_LOGS=1), which also shows Ray Data's progress bars (`hexray.train.quiet`)."""
     if ray.is_initialized():
         return
     verbose = verbose or _verbose()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=verbose)
+        ray.init(log_to_driver=True)
     else:
         # Keep the dashboard: Train V2's placement-group cleaner asks it whether the controller is alive, and
         # without it the cleaner removed a live run's placement group (the worker was destroyed mid-run).
-        start_local_ray(max(4, os.cpu_count() or 1), log_to_driver=verbose)
+        start_local_ray(max(4, os.cpu_count() or 1), log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
 
 

@@ -3,8 +3,9 @@ raylet's worker-pool warnings go to the run's log file (`<run dir>/hexray.log`) 
 errors still reach both. `--verbose` leaves Ray's console output as Ray prints it (and still writes the file).
 
 Ray prints through two channels: Python logging (loggers `ray` and `ray.data`, each with its own console handler
-and `propagate = False`) and, for messages the raylet publishes to the driver, plain writes to sys.stdout /
-sys.stderr prefixed `(raylet)`. The first is re-levelled per handler; the second is filtered line by line.
+and `propagate = False`) and plain writes to sys.stdout / sys.stderr of what the raylet publishes (`(raylet) ...`)
+and of the workers' forwarded logs (`(RayTrainWorker pid=..., ip=...) ...`, deduplicated by Ray). The first is
+re-levelled per handler; the second is filtered line by line, so the log file holds every worker's output.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hexray import storage
 LOG_FILE = "hexray.log"
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_RAY_LINE = re.compile(r"^\s*\((raylet|autoscaler|pid=|[A-Za-z_]+ pid=)")
+_RAY_LINE = re.compile(r"^\s*\((?:raylet|autoscaler|.*?\bpid=\d+)")  # (raylet) ... / (Actor pid=1, ip=...) ...
 
 
 class _LineFilter(io.TextIOBase):
