@@ -1,4 +1,4 @@
-"""End to end through the CLI: `hexray sweep sweeps/smoke.yaml` (4 tiny trials on synthetic data, ASHA) writes the
+"""End to end through the CLI: `hexray sweep sweeps/smoke.yaml` (2 tiny trials on synthetic data, ASHA) writes the
 table, best config and plots, and `hexray train best_config.yaml` trains the best config as is."""
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ def test_sweep_check_validates_without_ray(tmp_path, capsys):
     ray_before = ray.is_initialized()  # another test of the session may have started the shared Ray
     assert main(["sweep", str(SMOKE), "--check", "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "sweep 'smoke' OK" in out and "asha (max_t 3" in out and "hexray_driver" in out
+    assert "sweep 'smoke' OK" in out and "asha (max_t 2" in out and "hexray_driver" in out
     raw = yaml.safe_load(SMOKE.read_text())
-    raw["scheduler"]["max_t"] = 5  # runs are 3 epochs long: ASHA could never stop anything at 5
+    raw["scheduler"]["max_t"] = 5  # runs are 2 epochs long: ASHA could never stop anything at 5
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(raw))
     assert main(["sweep", str(tmp_path / "long.yaml"), "--check"]) == 2
-    assert "scheduler.max_t: 5 exceeds run.epochs (3)" in capsys.readouterr().err
+    assert "scheduler.max_t: 5 exceeds run.epochs (2)" in capsys.readouterr().err
     assert ray.is_initialized() == ray_before and not (tmp_path / "smoke").exists()
 
 
@@ -46,9 +46,9 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     assert main(["sweep", str(SMOKE), "--storage-path", str(tmp_path / "sweeps"), "--verbose", "0"]) == 0
     out = capsys.readouterr().out
     exp = tmp_path / "sweeps" / "smoke"
-    assert "sweep 'smoke': 4 trials" in out and "best config:" in out
+    assert "sweep 'smoke': 2 trials" in out and "best config:" in out
     table = pd.read_csv(exp / "sweep_results.csv")
-    assert len(table) == 4 and set(table.columns) >= {"hex.variant", "hex.threshold", "probe/online_top1 (best)"}
+    assert len(table) == 2 and set(table.columns) >= {"hex.threshold", "probe/online_top1 (best)"}
     assert (table["status"] == "TERMINATED").all()
     assert pd.read_parquet(exp / "sweep_results.parquet").shape == table.shape
     for plot in ("metric_vs_params.png", "metric_curves.png"):
@@ -60,7 +60,7 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     (exp / "sweep_results.csv").unlink()
     assert main(["sweep", "--resume", str(exp)]) == 0
     assert pd.read_csv(exp / "sweep_results.csv")["trial_id"].tolist() == table["trial_id"].tolist()
-    assert main(["sweep", "--report", str(exp)]) == 0 and "4 trials" in capsys.readouterr().out
+    assert main(["sweep", "--report", str(exp)]) == 0 and "2 trials" in capsys.readouterr().out
 
     # The best config trains as is (only where it writes is redirected).
     runs = tmp_path / "runs"
