@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true",
                         help="end with summary.json's content on stdout (after the table)")
     parser.add_argument("--check", action="store_true",
-                        help="validate the config, print the resolved tree and exit (starts no Ray, reads no data)")
+                        help="validate the config and what the run would read (dataset, path, splits), print the "
+                             "resolved tree and exit (starts no Ray, writes nothing)")
     parser.set_defaults(func=_run)
 
 
