@@ -57,7 +57,7 @@ def test_plain_console_says_what_it_waits_for_after_a_silence():
 
 def test_terminal_console_draws_a_bar_with_step_rate_loss_epsilon_and_eta():
     out = _Stream(tty=True)
-    console = LiveConsole(None, total_epochs=3, log_every=50, stream=out)
+    console = LiveConsole(None, total_epochs=3, log_every=50, stream=out, tty=True)
     for i in range(1, 6):
         console.handle(_step(i, i))
     text = out.getvalue()
@@ -67,6 +67,24 @@ def test_terminal_console_draws_a_bar_with_step_rate_loss_epsilon_and_eta():
     console.handle({"kind": "eval", "done": 2, "total": 7, "text": "embedding with the random-init network"})
     assert "epoch 1/3 | loss 4.5\n" in out.getvalue() and "final evaluation:" in out.getvalue()
     console._close_bar()
+
+
+def test_bars_only_on_a_terminal_that_reports_a_width():
+    """A pseudo-terminal of 0 columns (e.g. `script` without a terminal) would render empty bars: plain lines."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            assert not LiveConsole(None, total_epochs=1, log_every=1, stream=tty).tty  # 0 x 0
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            assert LiveConsole(None, total_epochs=1, log_every=1, stream=tty).tty
+        assert not LiveConsole(None, total_epochs=1, log_every=1, stream=io.StringIO()).tty
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_quiet_console_sends_rays_lines_to_the_log_file(tmp_path, capsys):

@@ -13,6 +13,7 @@ Events are dicts: {"kind": "phase", "text"}, {"kind": "step", "epoch", "i", "ste
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import threading
 import time
@@ -73,6 +74,14 @@ class Poster:
                                 **values})
 
 
+def _draws_bars(stream: TextIO) -> bool:
+    """A terminal that reports a width: a pseudo-terminal without one (0 columns) would render empty bars."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns >= 40
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class LiveConsole(threading.Thread):
     """Driver side: renders the board's events (see module docstring)."""
 
@@ -81,7 +90,7 @@ class LiveConsole(threading.Thread):
         super().__init__(daemon=True, name="hexray-console")
         self.board, self.total_epochs, self.log_every = board, total_epochs, log_every
         self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty() if tty is None else tty
+        self.tty = _draws_bars(self.stream) if tty is None else tty
         self.interval, self.heartbeat_s = interval, heartbeat_s
         self.phase = "starting the training workers"
         self._stop_event = threading.Event()
