@@ -97,6 +97,22 @@ def test_shards_written_to_s3_are_read_and_verified_there(s3_env, tmp_path, monk
     assert _local_files(tmp_path) == []  # no `s3:` folder: nothing turned the URI into a local path
 
 
+def test_run_log_on_s3_is_uploaded_and_continued_by_a_resumed_run(s3_env, capsys):
+    import logging
+
+    from hexray.train.quiet import LOG_FILE, quiet_console
+
+    run = f"s3://{s3_env.bucket}/runs/logged"
+    for session in ("first", "resumed"):
+        with quiet_console(run):
+            logging.getLogger("ray.test").warning("%s session's Ray warning", session)
+            print(f"(raylet) {session} session's raylet line")
+    log = storage.read_text(storage.join(run, LOG_FILE))
+    assert log.index("first session's Ray warning") < log.index("resumed session's Ray warning")
+    assert "(raylet) first session" in log and "(raylet) resumed session" in log
+    assert "raylet" not in capsys.readouterr().out
+
+
 def test_run_files_on_s3_metrics_config_and_checkpoints(s3_env, tmp_path, monkeypatch):
     import torch
 

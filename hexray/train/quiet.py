@@ -84,6 +84,9 @@ def quiet_console(run_dir: str, *, verbose: bool = False) -> Iterator[str]:
     remote = storage.is_remote(run_dir)
     target = storage.join(run_dir, LOG_FILE)
     local = os.path.join(tempfile.mkdtemp(prefix="hexray-log-"), LOG_FILE) if remote else target
+    if remote and storage.is_file(target):  # a resumed run: its log goes on where it stopped
+        with open(local, "wb") as f:
+            f.write(storage.read_bytes(target))
     log = open(local, "a", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
     file_handler = logging.StreamHandler(_AnsiFree(log))
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -104,6 +107,9 @@ def quiet_console(run_dir: str, *, verbose: bool = False) -> Iterator[str]:
     try:
         yield target
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, _LineFilter) and stream._partial:  # text still waiting for its newline
+                stream.target.write(stream._partial)
         sys.stdout, sys.stderr = streams
         for handler, level in saved:
             handler.setLevel(level)
