@@ -13,7 +13,7 @@ from typing import Any, Literal
 from hexray.config.binding import choice_message
 
 DATASET_NAMES = ("fashion-mnist", "imagenet", "folder", "synthetic-hierarchy")  # = hexray.data.registry.DATASETS
-LOGGER_NAMES = ("tensorboard", "mlflow")  # = hexray.train.loggers.LOGGER_NAMES
+LOGGER_NAMES = ("tensorboard", "mlflow")  # what hexray.train.loggers.build_loggers builds
 PATH_DATASETS = ("imagenet", "folder")  # registry names that read the user's files and need `data.path`
 
 

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from hexray import storage
-from hexray.config.sections import LOGGER_NAMES  # noqa: F401 - the names build_loggers knows
 
 TENSORBOARD_DIR = "tensorboard"
 _BOOKKEEPING = ("epoch_end", "data/order_digest", "step", "final_eval")
