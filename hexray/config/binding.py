@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 NoneType = type(None)
@@ -154,18 +154,24 @@ def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     return value  # an annotation this binder does not know: trust the dataclass's own checks
 
 
+def closest(value: Any, allowed: Iterable[str]) -> str | None:
+    """The allowed name a misspelt `value` most likely meant (difflib, similarity >= 0.6), or None."""
+    close = difflib.get_close_matches(str(value), list(allowed), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def unknown_key_message(path: str, key: Any, allowed: list[str]) -> str:
     """'path.key: unknown key; did you mean 'x'? allowed: a, b, c' — difflib picks the suggestion."""
     where = f"{path}.{key}" if path else str(key)
-    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    close = closest(key, allowed)
+    hint = f"; did you mean {close!r}?" if close else ""
     return f"{where}: unknown key{hint} (allowed: {', '.join(allowed)})"
 
 
 def choice_message(key: str, value: Any, allowed: list[str] | tuple[str, ...]) -> str:
     """'key must be one of a, b, c; got 'x' (did you mean 'a'?)' — for names checked against a registry."""
-    close = difflib.get_close_matches(str(value), list(allowed), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest(value, allowed)
+    hint = f" (did you mean {close!r}?)" if close else ""
     return f"{key} must be one of {', '.join(sorted(allowed))}; got {value!r}{hint}"
 
 

@@ -7,7 +7,6 @@ to keep in step; the loop's own keys are `EPOCH_KEYS` (tests compare both agains
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from functools import lru_cache
 from typing import Any
@@ -73,6 +72,8 @@ def unknown_metric_message(metric: str, names: set[str], where: str) -> str | No
     """None if `metric` is reported; else one line with a did-you-mean and the reported names."""
     if metric in names:
         return None
-    close = difflib.get_close_matches(metric, sorted(names), n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    from hexray.config.binding import closest
+
+    close = closest(metric, sorted(names))
+    hint = f"; did you mean {close!r}?" if close else ""
     return f"{where}: {metric!r} is not a metric these runs report{hint} (they report: {', '.join(sorted(names))})"
