@@ -211,3 +211,16 @@ def test_kuberay_pods_run_the_hexray_image_and_size_shm() -> None:
         assert _size_bytes(shm[0]["emptyDir"]["sizeLimit"]) > store
         limits = container["resources"]["limits"]
         assert _size_bytes(limits["memory"]) > _size_bytes(shm[0]["emptyDir"]["sizeLimit"])
+
+
+def test_aws_nodes_boot_the_listed_deep_learning_ami_for_their_region() -> None:
+    """Every AWS node type names a real-looking AMI id, the one the file's comment lists for provider.region."""
+    text = (CLUSTER_DIR / "aws-gpu.yaml").read_text()
+    config = _load("aws-gpu.yaml")
+    listed = dict(re.findall(r"#\s+([a-z]{2}-[a-z]+-\d)\s+(ami-[0-9a-f]{17})\s", text))
+    assert len(listed) >= 3, "the comment lists recent AMI ids for a few regions"
+    image_ids = {name: t["node_config"]["ImageId"] for name, t in config["available_node_types"].items()}
+    for name, image_id in image_ids.items():
+        assert re.fullmatch(r"ami-[0-9a-f]{17}", image_id), f"{name}: {image_id!r} is not an AMI id"
+        assert image_id != "ami-0123456789abcdef0", f"{name}: still the placeholder"
+        assert image_id == listed[config["provider"]["region"]], f"{name}: not the listed AMI of provider.region"
