@@ -72,6 +72,7 @@ def cluster_env(temp_dir: Path, extra: Mapping[str, str] | None = None) -> dict[
             "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
             "RAY_TRAIN_V2_ENABLED": "1",
             "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_worker_niceness": "0",  # as hexray's local Ray: workers are not starved by the test session
             "TMPDIR": str(temp_dir),
         }
     )

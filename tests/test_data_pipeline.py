@@ -181,3 +181,18 @@ def test_bad_shards_stop_the_dataset_before_training(ray_session, tmp_path):
     (root / "manifest.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match="split 'test' .* is empty"):
         eval_dataset(str(root), split="test", image_size=8)
+
+
+@pytest.mark.timeout(120)
+def test_local_ray_workers_keep_the_drivers_priority(ray_session):
+    """Ray renices workers by +15 by default: next to any other busy process they then got ~1/30 of a core (an
+    epoch 10× slower). hexray's local Ray keeps them at the driver's niceness."""
+    import os
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote(), timeout=60) == os.nice(0)

@@ -58,8 +58,8 @@ def test_share_plan_is_a_seeded_sample_split_over_workers(tmp_path):
 @pytest.mark.timeout(900)
 def test_driver_memory_does_not_grow_with_the_dataset(tmp_path):
     small, large = tmp_path / "small", tmp_path / "large"
-    _shard(small, per_class=100)   # 960 train / 240 test images
-    _shard(large, per_class=1000)  # 10×: 9600 / 2400 (147 MB as float32 if anything held them all)
+    _shard(small, per_class=60)   # 576 train / 144 test images
+    _shard(large, per_class=600)  # 10×: 5760 / 1440 (88 MB as float32 if anything held them all)
     s = _train(tmp_path, small, "small")
     big = _train(tmp_path, large, "large")
     grew = big["driver_peak_rss_mb"] - s["driver_peak_rss_mb"]

@@ -65,10 +65,17 @@ def start_local_ray(num_cpus: float, **init_kwargs: Any) -> None:
     and Ray Data's actors, that killed and restarted (importing torch each time) the decode tasks' workers all
     through every epoch on a 2-core machine: a 30k-image decode pass took 13.5 s instead of 5 s, and every
     epoch's first batch waited for new processes. RAY_num_workers_soft_limit in the environment wins.
+
+    Ray also renices its worker processes by +15 (`worker_niceness`) to keep a dedicated node's raylet responsive.
+    On a shared machine that hands the CPU to anything else running at the default priority (a test suite, a
+    browser, another run's driver): next to one busy process a 2-core machine's training worker got ~1/30 of a
+    core and an epoch took 10× longer. A local Ray's workers keep the driver's own priority instead (so `nice
+    hexray train` still lowers all of it); RAY_worker_niceness in the environment wins.
     """
     import ray
 
     os.environ.setdefault("RAY_num_workers_soft_limit", str(int(2 * num_cpus) + 4))  # read by the raylet at start
+    os.environ.setdefault("RAY_worker_niceness", "0")  # an increment: 0 = the driver's niceness
     # The one node is also the "head/CPU node" Tune's trial drivers are pinned to (tune.spec.DRIVER_RESOURCE).
     resources = {LOCAL_DRIVER_RESOURCE: 1000.0, **init_kwargs.pop("resources", {})}
     ray.init(num_cpus=num_cpus, resources=resources, **init_kwargs)
