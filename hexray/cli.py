@@ -13,11 +13,9 @@ import importlib
 import os
 import sys
 
+from hexray.errors import UserError
+
 COMMAND_MODULES = ("shard", "train", "export", "sweep", "eval", "report")
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, without a traceback."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

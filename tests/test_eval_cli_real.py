@@ -20,9 +20,9 @@ EVAL = ["--probe-epochs", "10", "--tau-down", "0.3,1", "--max-train", "150", "--
 def _checkpointed_run(tmp_path, extra: list[str]):
     """A run dir written with the train layer's own config/checkpoint functions (weights: two SGD steps per
     'epoch' on random images; what matters here is that every layer's real file format is read back)."""
+    from hexray.checkpoint import checkpoint_dir_name, save_state
     from hexray.config import load_config, save_config
     from hexray.methods.registry import build_method
-    from hexray.train.checkpoint import checkpoint_dir_name, save_state
 
     cfg = load_config(None, [*TINY, *extra, f"data.cache_dir={tmp_path / 'cache'}", f"run.storage_path={tmp_path}",
                              "run.name=real"])

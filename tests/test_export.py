@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 import torchvision
 
+from hexray.checkpoint import checkpoint_dir_name, save_state
 from hexray.cli import main
 from hexray.config import config_to_dict, load_config
 from hexray.methods.registry import build_method
-from hexray.train.checkpoint import checkpoint_dir_name, save_state
 
 
 def _fake_run(tmp_path, overrides: list[str]):

@@ -116,8 +116,8 @@ def test_run_log_on_s3_is_uploaded_and_continued_by_a_resumed_run(s3_env, capsys
 def test_run_files_on_s3_metrics_config_and_checkpoints(s3_env, tmp_path, monkeypatch):
     import torch
 
+    from hexray.checkpoint import find_checkpoints, load_state, resolve_checkpoint
     from hexray.config import load_config, save_config
-    from hexray.train.checkpoint import find_checkpoints, load_state, resolve_checkpoint
     from hexray.train.metrics import CsvMetricsWriter, LoggerSpec, RunRecorder
 
     monkeypatch.chdir(tmp_path)

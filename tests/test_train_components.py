@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from hexray.checkpoint import checkpoint_dir_name, find_checkpoints, load_state, resolve_checkpoint, save_state
 from hexray.losses.base import LossOutput
-from hexray.train.checkpoint import checkpoint_dir_name, find_checkpoints, load_state, resolve_checkpoint, save_state
 from hexray.train.metrics import CsvMetricsWriter, format_duration, progress_line
 from hexray.train.nan_guard import NanGuard, NonFiniteLossError
 from hexray.train.optim import LARS, build_optimizer, parameter_groups, warmup_cosine

@@ -10,7 +10,7 @@ import csv
 import pytest
 from test_train_e2e import synthetic_overrides
 
-from hexray.train.checkpoint import checkpoint_dir_name, load_state
+from hexray.checkpoint import checkpoint_dir_name, load_state
 from hexray.train.components import state_digest
 
 

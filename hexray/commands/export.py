@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def export_backbone(run_dir: str, out: str) -> dict:
     """Save the backbone state dict of the run's latest checkpoint to `out`; returns a small description."""
 
-    from hexray.train.checkpoint import restore_method
+    from hexray.checkpoint import restore_method
 
     method, cfg, epoch = restore_method(run_dir)
     from hexray import storage

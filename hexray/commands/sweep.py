@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # before anything imports ray.train
-    from hexray.cli import UserError
+    from hexray.errors import UserError
     from hexray.tune import runner
 
     chosen = [x for x in (args.sweep_file, args.resume, args.report) if x]

@@ -1,5 +1,5 @@
 """Frozen models from a run dir's checkpoints, through the train layer's contract
-(`hexray.train.checkpoint.restore_method`, `load_state`, docs/interfaces.md).
+(`hexray.checkpoint.restore_method`, `load_state`, docs/interfaces.md).
 
 Only `SSLMethod.backbone`, `SSLMethod.forward` and the SEM head's class are relied on: SEM logits are captured
 with a forward hook on the online `SEMHead`, so any method's layout (projector before SEM, SEM inside a
@@ -35,7 +35,7 @@ class RestoredRun:
 
 def restore_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> RestoredRun:
     """The method at `checkpoint` (a checkpoint dir, or its name inside the run dir), default the latest."""
-    from hexray.train.checkpoint import restore_method
+    from hexray.checkpoint import restore_method
 
     run = require_run_dir(run_dir)
     if checkpoint is None:
@@ -53,7 +53,7 @@ def restore_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
 
 def iter_checkpoint_backbones(method: nn.Module, checkpoints: list[StoragePath]) -> Iterator[tuple[int, nn.Module]]:
     """(epoch, backbone) for each checkpoint, loading each state into the same `method` in turn (one in memory)."""
-    from hexray.train.checkpoint import load_state
+    from hexray.checkpoint import load_state
 
     for ckpt in checkpoints:
         state = load_state(str(ckpt))

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from hexray.checkpoint import STATE_FILE
 from hexray.storage import StoragePath
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 EVAL_FILE = "eval.json"
-STATE_FILE = "state.pt"
 
 
 def _entries(path: StoragePath) -> dict[str, bool]:
@@ -75,25 +74,11 @@ def find_run_dirs(paths: Iterable[str | os.PathLike | StoragePath]) -> list[Stor
     return sorted(set(found))
 
 
-def _checkpoint_epoch(ckpt: StoragePath) -> float:
-    try:
-        from hexray.storage import torch_load
-
-        state = torch_load(str(ckpt / STATE_FILE), map_location="cpu", weights_only=False)
-        return float(state.get("epoch", math.inf))
-    except Exception:  # an unreadable checkpoint sorts last; loading it later names the file
-        return math.inf
-
-
 def find_checkpoints(run_dir: str | os.PathLike | StoragePath) -> list[StoragePath]:
-    """Checkpoint dirs of a run, oldest epoch first (the train layer's `find_checkpoints` when installed)."""
-    run = StoragePath(run_dir)
-    try:
-        from hexray.train.checkpoint import find_checkpoints as train_find_checkpoints
-    except ImportError:
-        found = [p for p in run.iterdir() if p.name.startswith("checkpoint_") and (p / STATE_FILE).is_file()]
-        return sorted(found, key=lambda p: (_checkpoint_epoch(p), p.name))
-    return [StoragePath(p) for p in train_find_checkpoints(str(run))]
+    """Checkpoint dirs of a run, oldest epoch first (`hexray.checkpoint`, shared with the train layer)."""
+    from hexray.checkpoint import find_checkpoints as checkpoint_dirs
+
+    return [StoragePath(p) for p in checkpoint_dirs(str(StoragePath(run_dir)))]
 
 
 def require_checkpoints(run_dir: str | os.PathLike | StoragePath) -> list[StoragePath]:

@@ -144,7 +144,7 @@ def state_digest(obj: Any) -> float:
 
 def training_state(module: TrainModule, optimizer: Any, scheduler: Any, *, epoch: int, step: int, cfg_dict: dict,
                    nan_skips: int) -> dict[str, Any]:
-    """Everything a restart needs (the `state.pt` layout of `hexray.train.checkpoint`). The method's state dict
+    """Everything a restart needs (the `state.pt` layout of `hexray.checkpoint`). The method's state dict
     carries its target network and queue buffers."""
     return {"method": module.method.state_dict(),
             "probe": module.probe.state_dict() if module.probe is not None else None,

@@ -254,14 +254,14 @@ def _failure_message(err: Exception, cfg: TrainConfig) -> str | None:
 
 def _completed_epochs(run_dir: str, result: Any) -> int:
     """Epochs finished so far: from the newest checkpoint's name (the last epoch is always checkpointed)."""
-    from hexray.train.checkpoint import checkpoint_epoch, find_checkpoints
+    from hexray.checkpoint import checkpoint_epoch, find_checkpoints
 
     found = find_checkpoints(run_dir)
     return checkpoint_epoch(found[-1]) if found else 0
 
 
 def _interrupted(run_dir: str) -> None:
-    from hexray.train.checkpoint import find_checkpoints
+    from hexray.checkpoint import find_checkpoints
 
     found = find_checkpoints(run_dir) if storage.is_dir(run_dir) else []
     where = (f"the last checkpoint is {storage.basename(found[-1])}" if found

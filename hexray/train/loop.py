@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 
 from hexray import storage
+from hexray.checkpoint import checkpoint_dir_name, load_state, save_state
 from hexray.data.views import ViewMaker
 from hexray.distributed import convert_sync_batchnorm
-from hexray.train.checkpoint import checkpoint_dir_name, load_state, save_state
 from hexray.train.components import (
     OptimizerStepper,
     TrainModule,

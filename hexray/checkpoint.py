@@ -1,5 +1,9 @@
 """Checkpoint files of a run: `checkpoint_epochNNNN/state.pt` under the run directory (Ray Train writes them).
 
+Shared by the layers that write checkpoints (train) and those that read them (eval, export, report), so neither
+imports the other; torch is imported only where a state is written or a method rebuilt (`hexray report` lists
+checkpoints without it).
+
 state.pt = {"method": state_dict, "probe": state_dict | None, "optimizer", "scheduler", "epoch" (completed
 epochs), "step" (optimizer steps done), "config": plain dict, "nan_skips": int, "rng": CPU RNG state}.
 The method's state dict holds its target networks and queues (buffers), so MoCo/BYOL resume exactly.
@@ -10,8 +14,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from hexray import storage
 
@@ -26,6 +28,8 @@ def checkpoint_dir_name(epoch: int) -> str:
 
 def save_state(directory: str | Path, state: dict[str, Any]) -> Path:
     """Write `state` to `directory/state.pt` (atomically: a crash never leaves a half-written file)."""
+    import torch
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (STATE_FILE + ".tmp")
