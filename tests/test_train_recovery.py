@@ -111,3 +111,21 @@ def test_unrelated_timeouts_are_left_to_ray():
 
     err = RuntimeError("urllib3 read timeout while listing s3://bucket")
     assert _failure_message(err, load_config(None, [])) is None
+
+
+def test_nan_stop_is_found_by_its_type_in_the_workers_failures():
+    from ray.exceptions import RayTaskError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from hexray.config import load_config
+    from hexray.train.launch import _failure_message, worker_exceptions
+    from hexray.train.nan_guard import NonFiniteLossError
+
+    cfg = load_config(None, [])
+    nan = NonFiniteLossError("non-finite loss at step 2 (term 'loss/hex')")
+    wrapped = RayTaskError("train_fn", "Traceback ...", nan)
+    err = WorkerGroupError("rank 1 failed", {1: wrapped, 0: RuntimeError("peer gone")})
+    assert any(e is nan for e in worker_exceptions(err))
+    assert _failure_message(err, cfg) == str(nan)
+    # the same words in a message, without the type, are not a NaN stop
+    assert _failure_message(RuntimeError("NonFiniteLossError: non-finite loss at step 2"), cfg) is None

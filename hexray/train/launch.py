@@ -27,6 +27,7 @@ from hexray.train.console import LiveConsole, ProgressBoard
 from hexray.train.loggers import check_loggers, mlflow_tracking_uri
 from hexray.train.loop import train_loop_per_worker
 from hexray.train.metrics import LoggerSpec, RunRecorder
+from hexray.train.nan_guard import NonFiniteLossError
 from hexray.train.quiet import quiet_console
 
 TRAINING_PLOT = "training_curves.png"
@@ -237,13 +238,25 @@ _COLLECTIVE_MARKS = ("gloo", "nccl", "collective", "watchdog", "all_gather", "al
                      "pair closure", "torch/distributed", "torch.distributed", "torch/nn/parallel")
 
 
+def worker_exceptions(err: BaseException) -> list[BaseException]:
+    """The workers' own exceptions inside Ray Train's error (`WorkerGroupError.worker_failures`, rank order), each
+    followed by its causes (Ray's RayTaskError keeps the original in `.cause`)."""
+    found: list[BaseException] = []
+    failures = getattr(err, "worker_failures", None) or {}
+    for _, exc in sorted(failures.items()):
+        while isinstance(exc, BaseException) and not any(exc is seen for seen in found):
+            found.append(exc)
+            exc = exc.__cause__ or getattr(exc, "cause", None)
+    return found
+
+
 def _failure_message(err: Exception, cfg: TrainConfig) -> str | None:
-    """A one-line user message out of Ray's wrapped worker error: the NaN guard's, or a collective that timed out."""
-    text = str(err)
-    for line in text.splitlines()[::-1]:
-        if "NonFiniteLossError:" in line:
-            return line.split("NonFiniteLossError:", 1)[1].strip()
-    lowered = text.lower()
+    """A one-line user message out of Ray's wrapped worker error: the NaN guard's (found by its type in the
+    workers' failures), or a collective that timed out (torch raises those as plain RuntimeErrors: by text)."""
+    for exc in worker_exceptions(err):
+        if isinstance(exc, NonFiniteLossError):
+            return str(exc)
+    lowered = str(err).lower()
     if ("timed out" in lowered or "timeout" in lowered) and any(w in lowered for w in _COLLECTIVE_MARKS):
         return (f"a collective operation (all-gather of negatives or all-reduce of gradients) waited longer than "
                 f"scaling.collective_timeout_s = {cfg.scaling.collective_timeout_s} s: another worker stalled or "
