@@ -77,7 +77,7 @@ def test_defaults_are_the_reference():
         "released", "adaptive", 0.99, "full_row", "global", "inclusive")
 
 
-@pytest.mark.parametrize("kernel", ["dense", "sparse"])
+@pytest.mark.parametrize("kernel", ["reference", "dense", "sparse"])
 @pytest.mark.parametrize("b", [80, 300])
 def test_released_adaptive_equals_reference_values_and_gradients(b, kernel):
     z1, z2 = _clustered(b, seed=b, spread=0.3)
@@ -101,7 +101,7 @@ def test_public_call_on_normalized_views():
 
 
 @pytest.mark.parametrize("threshold", ["adaptive", "step", "cosine", "cosine_compound", "superclass"])
-@pytest.mark.parametrize("kernel", ["dense", "sparse"])
+@pytest.mark.parametrize("kernel", ["reference", "dense", "sparse"])
 def test_decomposed_unit_weights_beta_zero_positive_in_is_nt_xent(threshold, kernel):
     if kernel == "sparse" and threshold != "adaptive":
         pytest.skip("the sparse kernel serves the adaptive threshold only")
@@ -114,7 +114,7 @@ def test_decomposed_unit_weights_beta_zero_positive_in_is_nt_xent(threshold, ker
     _assert_same(out, nt_xent(z1, z2, 0.1).loss, z1, z2)
 
 
-@pytest.mark.parametrize("kernel", ["dense", "sparse"])
+@pytest.mark.parametrize("kernel", ["reference", "dense", "sparse"])
 @pytest.mark.parametrize("beta", [0.0, 1.5])
 def test_decomposed_without_h_and_positive_is_released(beta, kernel):
     z1, z2 = _clustered(300, seed=2)
@@ -239,7 +239,7 @@ def test_new_keys_are_validated():
             HexConfig(**{key: bad})
 
 
-@pytest.mark.parametrize("kernel", ["dense", "sparse"])
+@pytest.mark.parametrize("kernel", ["reference", "dense", "sparse"])
 def test_row_with_every_negative_above_epsilon_stays_finite(kernel):
     # three near-identical images and one far away: ε is low, so rows of the tight group would have G(i) = ∅;
     # such a row keeps its negatives (H(i) emptied, i.e. DCL for that row) instead of log 0 = −∞

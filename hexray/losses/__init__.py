@@ -3,7 +3,7 @@
 from hexray.losses.barlow import barlow_twins_loss
 from hexray.losses.base import LossOutput
 from hexray.losses.byol import cosine_regression_loss
-from hexray.losses.hex import HEXLoss
+from hexray.losses.hex_loss import HEXLoss
 from hexray.losses.infonce import dcl, info_nce, nt_xent
 from hexray.losses.settings import HexConfig
 from hexray.losses.thresholds import (

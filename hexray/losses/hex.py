@@ -1,152 +1,79 @@
-"""HEX: InfoNCE with the denominator split into a local hierarchical set H(i) and a global set G(i).
+"""HEX as its equation (design/HEX.md, "Loss" and "Threshold ε"): the readable reference, whole N×M masks.
 
-    released (default, the reference code):  L_i = −ℓ_ip + log Σ_{n∈G(i)} e^{ℓ_in}
-    decomposed:  L_i = −ℓ_ip + log( [e^{ℓ_ip}] + w_g Σ_{G(i)} e^{ℓ_in} + w_h Σ_{H(i)} q_ih e^{ℓ_ih} ),
-    q_ih = |H(i)|·softmax_{H(i)}(β ℓ_ih),   ℓ = s/τ,   G(i) = all j ∉ {i, p(i)} ∪ H(i)     (design/HEX.md, "Loss")
+Symbols: s_ij = z_i·z_j of L2-normalised embeddings, ℓ_ij = s_ij/τ, p(i) the positive of anchor i, ε the
+threshold, H(i) = {j ∉ {i, p(i)} : s_ij > ε} the local hierarchical set, G(i) the other negatives.
 
-[e^{ℓ_ip}] is there unless `positive_in_denominator: false`. H(i) = {j ∉ {i, p(i)} : s_ij > ε} with ε from
-`hexray.losses.thresholds` (adaptive: mean over rows of the full row's nearest q-quantile).
+    released (the reference code):  L_i = −ℓ_ip + log Σ_{n∈G(i)} e^{ℓ_in}
+    decomposed:  L_i = −ℓ_ip + log( [e^{ℓ_ip}] + w_g Σ_{n∈G(i)} e^{ℓ_in} + w_h Σ_{h∈H(i)} q_ih e^{ℓ_ih} ),
+                 q_ih = |H(i)|·softmax_{h∈H(i)}(β ℓ_ih)       ([e^{ℓ_ip}] unless positive_in_denominator is false)
+    adaptive ε = mean over rows i of quantile_q(row i), `nearest` (the full row: s_ii and s_ip included)
 
-One similarity matmul feeds both the threshold and the loss; the loss itself runs row chunk by row chunk in
-float32 (hexray.losses._engine), so it is stable in bf16 autocast and has no host sync on the hot path.
-`hex/local_denominator` and `hex/global_denominator` are the mean over rows of the *fractions* of D_i contributed
-by H(i) and G(i) (the positive holds the rest).
+Training runs the fast kernels beside this file on the same equation: `_engine.py` (dense, row-chunked, no host
+sync) and `_sparse_hex.py` (H(i) as a sparse list, CPU), chosen by `hex_loss.HEXLoss(kernel=...)`;
+tests/test_hex_kernels.py checks both equal these functions in float64, values and gradients (InfoNCE and DCL:
+`hexray.losses.infonce.info_nce_rows`).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch import nn
 
-from hexray.losses._checks import (
-    check_contrastive_shapes,
-    check_contrastive_values,
-    check_labels,
-    check_view_pair,
-    pair_indices,
-)
-from hexray.losses._engine import Spec, contrastive_rows
-from hexray.losses._sparse_hex import fused_adaptive_hex, fused_applies
-from hexray.losses.base import LossOutput
-from hexray.losses.infonce import info_nce
 from hexray.losses.settings import HexConfig
-from hexray.losses.thresholds import AdaptiveQuantileThreshold, build_threshold
-
-KERNELS = ("auto", "dense", "sparse")
-_STAT_TERMS = ("hex/epsilon", "hex/h_size", "hex/local_denominator", "hex/global_denominator")
 
 
-class HEXLoss(nn.Module):
-    """HEX loss for the general anchors×candidates layout (queues included) and the NT-Xent pair layout.
+def negatives_mask(positive_index: torch.Tensor, self_index: torch.Tensor | None, m: int) -> torch.Tensor:
+    """N×M bool: True for j ∉ {i, p(i)}, every candidate but the anchor itself and its positive."""
+    rows = torch.arange(positive_index.shape[0], device=positive_index.device)
+    neg = torch.ones(positive_index.shape[0], m, dtype=torch.bool, device=positive_index.device)
+    neg[rows, positive_index] = False
+    if self_index is not None:
+        neg[rows, self_index] = False
+    return neg
 
-    `max_epochs` feeds the cosine schedules. Every call returns the same term keys: `loss/hex` (the loss returned),
-    `hex/epsilon`, `hex/h_size`, `hex/local_denominator`, `hex/global_denominator`, `hex/active` (0 during
-    warm-up, when the loss is plain InfoNCE and the statistics are 0), and `hex/purity` when labels are given.
 
-    `kernel`: `dense` (row-chunked masks; no host sync, the GPU choice), `sparse` (adaptive threshold only: H(i)
-    as a sparse list, hexray.losses._sparse_hex; CPU), or `auto` (sparse on CPU when the quantile's top is a small
-    part of a row, dense otherwise). Both give the same values.
-    """
+def adaptive_epsilon(sim: torch.Tensor, negatives: torch.Tensor, q: float, over: str = "full_row") -> torch.Tensor:
+    """ε = mean_i quantile_q(row i), `nearest`; `over="negatives"` reads each row's negatives only (an option)."""
+    s = sim.detach()
+    if over == "full_row":
+        return torch.quantile(s, q, dim=1, interpolation="nearest").mean()
+    rows = [torch.quantile(row[keep], q, interpolation="nearest") for row, keep in zip(s, negatives, strict=True)]
+    return torch.stack(rows).mean()
 
-    def __init__(self, cfg: HexConfig, max_epochs: int, *, chunk_rows: int | None = None, kernel: str = "auto") -> None:
-        super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        for name in ("local_weight", "global_weight", "beta"):
-            if getattr(cfg, name) < 0:
-                raise ValueError(f"hex.{name} must be >= 0, got {getattr(cfg, name)!r}")
-        if cfg.temperature <= 0:
-            raise ValueError(f"hex.temperature must be > 0, got {cfg.temperature!r}")
-        if max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}")
-        self.cfg = cfg
-        self.threshold = build_threshold(cfg, max_epochs)
-        if kernel == "sparse" and not isinstance(self.threshold, AdaptiveQuantileThreshold):
-            raise ValueError(f"kernel='sparse' needs hex.threshold='adaptive', got {cfg.threshold!r}")
-        self.kernel = kernel
-        self.spec = Spec(
-            temperature=cfg.temperature,
-            global_weight=cfg.global_weight,
-            local_weight=cfg.local_weight,
-            beta=cfg.beta,
-            local=cfg.variant == "decomposed",
-            positive_in=cfg.positive_in,
-            chunk_rows=chunk_rows,
-        )
 
-    def forward(
-        self,
-        anchors: torch.Tensor,
-        candidates: torch.Tensor,
-        positive_index: torch.Tensor,
-        self_index: torch.Tensor | None = None,
-        *,
-        epoch: int,
-        labels_anchor: torch.Tensor | None = None,
-        labels_candidates: torch.Tensor | None = None,
-        validate: bool = True,
-    ) -> LossOutput:
-        """Row i of `anchors` against all `candidates`; `candidates[positive_index[i]]` is its positive and
-        `candidates[self_index[i]]` (if given) the anchor itself. Labels (int64, −1 unknown) feed `hex/purity`
-        and the `superclass` oracle. `validate=False` skips the value checks that cost a host sync."""
-        check_contrastive_shapes(anchors, candidates, positive_index, self_index)
-        check_labels("labels_anchor", labels_anchor, anchors.shape[0])
-        check_labels("labels_candidates", labels_candidates, candidates.shape[0])
-        if validate:
-            check_contrastive_values(anchors, candidates, positive_index, self_index)
-        with_purity = labels_anchor is not None and labels_candidates is not None
-        if self.cfg.in_warmup(epoch):
-            out = info_nce(anchors, candidates, positive_index, self_index, self.cfg.temperature, validate=False)
-            zero = torch.zeros((), device=anchors.device)
-            terms = {"loss/hex": out.loss.detach().float(), **{k: zero for k in _STAT_TERMS}, "hex/active": zero}
-            if with_purity:
-                terms["hex/purity"] = zero
-            return LossOutput(loss=out.loss, terms=terms)
-        sim = anchors @ candidates.T  # the one matmul; the threshold reads it detached
-        lab_a, lab_c = (labels_anchor, labels_candidates) if with_purity else (None, None)
-        if self._sparse(sim):
-            known = (self.threshold.epsilon(sim.detach(), positive_index, self_index)
-                     if self.threshold.over == "full_row" else None)
-            rows, st = fused_adaptive_hex(sim, positive_index, self_index, self.spec, self.cfg.quantile, lab_a, lab_c,
-                                          factors=(anchors, candidates), epsilon=known)
-            eps = st["epsilon"]
-        else:
-            eps, mask_fn = self.threshold.prepare(
-                sim.detach(), positive_index, self_index, epoch, labels_anchor, labels_candidates
-            )
-            rows, st = contrastive_rows(sim, positive_index, self_index, self.spec, mask_fn, lab_a, lab_c)
-        loss = rows.mean()
-        terms = {
-            "loss/hex": loss.detach().float(),
-            "hex/epsilon": eps.detach().float(),
-            "hex/h_size": st["h_size"].float().mean(),
-            "hex/local_denominator": st["frac_h"].float().mean(),
-            "hex/global_denominator": st["frac_g"].float().mean(),
-            "hex/active": torch.ones((), device=anchors.device),
-        }
-        if with_purity:
-            terms["hex/purity"] = st["purity"].float()
-        return LossOutput(loss=loss, terms=terms)
+def hierarchical_set(sim: torch.Tensor, negatives: torch.Tensor, epsilon: torch.Tensor) -> torch.Tensor:
+    """H(i) = {j ∈ negatives(i) : s_ij > ε}, N×M bool (ε does not carry gradient)."""
+    return negatives & (sim.detach() > epsilon)
 
-    def _sparse(self, sim: torch.Tensor) -> bool:
-        if self.kernel != "auto":
-            return self.kernel == "sparse"
-        return (isinstance(self.threshold, AdaptiveQuantileThreshold) and sim.device.type == "cpu"
-                and fused_applies(sim.shape[1], self.cfg.quantile))
 
-    def pairs(
-        self,
-        z1: torch.Tensor,
-        z2: torch.Tensor,
-        *,
-        epoch: int,
-        labels: torch.Tensor | None = None,
-        validate: bool = True,
-    ) -> LossOutput:
-        """NT-Xent layout: anchors = candidates = cat(z1, z2); `labels` are per image (repeated for both views)."""
-        check_view_pair(z1, z2)
-        check_labels("labels", labels, z1.shape[0])
-        z = torch.cat([z1, z2])
-        pos, self_idx = pair_indices(z1.shape[0], z.device)
-        lab = None if labels is None else torch.cat([labels, labels])
-        return self(z, z, pos, self_idx, epoch=epoch, labels_anchor=lab, labels_candidates=lab, validate=validate)
+def keep_global_nonempty(h: torch.Tensor, negatives: torch.Tensor, cfg: HexConfig) -> torch.Tensor:
+    """Where D_i is Σ_{G(i)} alone (released; or no positive and w_h = 0), a row whose negatives all passed ε
+    keeps them in G(i), H(i) = ∅: log D_i stays finite. The kernels apply the same rule."""
+    if cfg.positive_in or (cfg.variant == "decomposed" and cfg.local_weight > 0):
+        return h
+    return h & ~(h == negatives).all(1, keepdim=True)
+
+
+def hex_rows(sim: torch.Tensor, positive_index: torch.Tensor, negatives: torch.Tensor, h: torch.Tensor,
+             cfg: HexConfig) -> torch.Tensor:
+    """L_i for every anchor row of `sim` (N×M), given its negatives and H(i) ⊂ negatives(i) (after
+    `keep_global_nonempty`)."""
+    rows = torch.arange(sim.shape[0], device=sim.device)
+    ell = sim / cfg.temperature                                          # ℓ_ij = s_ij / τ
+    ell_p = ell[rows, positive_index]                                    # ℓ_ip
+    g = negatives & ~h                                                   # G(i)
+    log_w = torch.full_like(ell, -math.inf)                              # log of column j's weight in D_i
+    log_w = torch.where(g, _log(cfg.global_weight), log_w)               # w_g on G(i)
+    if cfg.variant == "decomposed":
+        if cfg.positive_in:
+            log_w[rows, positive_index] = 0.0                            # e^{ℓ_ip}
+        fill = torch.finfo(ell.dtype).min                                # not −∞: an empty H(i) keeps finite grads
+        log_soft = (cfg.beta * ell).masked_fill(~h, fill).log_softmax(1)  # log softmax_{H(i)}(β ℓ)
+        log_q = h.sum(1, keepdim=True).to(ell.dtype).log() + log_soft    # log q_ih
+        log_w = torch.where(h, _log(cfg.local_weight) + log_q, log_w)    # w_h q_ih on H(i)
+    return torch.logsumexp(log_w + ell, dim=1) - ell_p                   # log D_i − ℓ_ip
+
+
+def _log(w: float) -> float:
+    return math.log(w) if w > 0 else -math.inf

@@ -3,11 +3,26 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from hexray.losses._checks import check_contrastive_shapes, check_contrastive_values, check_view_pair, pair_indices
 from hexray.losses._engine import Spec, contrastive_rows
 from hexray.losses.base import LossOutput
+from hexray.losses.hex import negatives_mask
+
+
+def info_nce_rows(sim: torch.Tensor, positive_index: torch.Tensor, self_index: torch.Tensor | None,
+                  temperature: float, decoupled: bool = False) -> torch.Tensor:
+    """InfoNCE as its equation, L_i = −ℓ_ip + log Σ_{j≠i} e^{ℓ_ij}; DCL (`decoupled`) also leaves p(i) out of
+    the sum. The readable reference that `info_nce`'s kernel is tested equal to."""
+    rows = torch.arange(sim.shape[0], device=sim.device)
+    ell = sim / temperature
+    in_d = negatives_mask(positive_index, self_index, sim.shape[1])
+    if not decoupled:
+        in_d[rows, positive_index] = True
+    return torch.logsumexp(ell.masked_fill(~in_d, -math.inf), dim=1) - ell[rows, positive_index]
 
 
 def info_nce(
