@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hexray import storage
+from hexray.errors import DataError
 
 STATE_FILE = "state.pt"
 _EPOCH_RE = re.compile(r"checkpoint_epoch(\d+)$")
@@ -46,7 +47,7 @@ def load_state(ckpt_dir: str | Path) -> dict[str, Any]:
     state = storage.torch_load(path, map_location="cpu", weights_only=False)
     missing = {"method", "epoch", "step", "config"} - set(state)
     if missing:
-        raise ValueError(f"checkpoint {path} lacks {sorted(missing)}")
+        raise DataError(f"checkpoint {path} lacks {sorted(missing)}")
     return state
 
 
@@ -78,7 +79,7 @@ def checkpoint_epoch(ckpt_dir: str) -> int:
     """Completed epochs of a checkpoint, from its directory name."""
     match = _EPOCH_RE.match(storage.basename(ckpt_dir))
     if not match:
-        raise ValueError(f"{ckpt_dir} is not a checkpoint_epochNNNN directory")
+        raise DataError(f"{ckpt_dir} is not a checkpoint_epochNNNN directory")
     return int(match.group(1))
 
 

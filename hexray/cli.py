@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError) as err:
+    except UserError as err:  # hexray's own: bad input, bad data, a run its config can fix; a bug keeps its traceback
         print(f"hexray {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the disk, a permission, object storage: one line naming the path, no traceback

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+from hexray.errors import InputError
+
 __all__ = [
     "StoragePath", "basename", "display", "exists", "is_dir", "is_file", "is_remote",
     "join", "list_dir", "make_dirs", "normalize", "parent", "read_bytes", "read_text", "resolve",
@@ -49,7 +51,7 @@ def resolve(location: str) -> tuple[pafs.FileSystem, str]:
         try:
             return pafs.FileSystem.from_uri(location)
         except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise ValueError(f"cannot open {location}: {err}") from err
+            raise InputError(f"cannot open {location}: {err}") from err
     return pafs.LocalFileSystem(), location
 
 

@@ -39,6 +39,24 @@ def test_every_option_has_help_and_shows_its_default(name):
             assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
 
 
+def test_only_hexrays_own_errors_become_one_line(tmp_path, capsys, monkeypatch):
+    """Bad input (config, data, a path) is one line and exit 2; a bug inside hexray keeps its traceback."""
+    assert main(["train", "--check", "--set", "data.dataset=fashion-mnst"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hexray train: error: invalid config: data.dataset") and "Traceback" not in err
+    assert main(["eval", str(tmp_path / "afile.txt")]) == 2  # a path that is not a run: DataError / missing file
+    assert "error:" in capsys.readouterr().err
+
+    import hexray.commands.train as train_command
+
+    def buggy(cfg):  # noqa: ANN001, ARG001
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(train_command, "_check", buggy)
+    with pytest.raises(ValueError, match="an internal invariant broke"):
+        main(["train", "--check"])
+
+
 def test_shard_into_a_file_names_it(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert main(["shard", "synthetic-hierarchy", str(tmp_path / "afile"), "--option", "images_per_class=2",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+from fault_hooks import CrashOnce, PoisonLoss, StallLastRank
 from test_train_e2e import synthetic_overrides
 
 from hexray.checkpoint import checkpoint_dir_name, load_state
@@ -21,7 +22,7 @@ def _rows(run):
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_worker_crash_restores_full_state_then_resume(ray_session, tmp_path, monkeypatch):
+def test_worker_crash_restores_full_state_then_resume(ray_session, tmp_path):
     from hexray.config import load_config
     from hexray.train.launch import run_training
 
@@ -29,9 +30,8 @@ def test_worker_crash_restores_full_state_then_resume(ray_session, tmp_path, mon
         "method.name": "moco", "method.pred_hidden_dim": 32, "run.epochs": 3,
         "checkpoint.max_failures": 1, "checkpoint.keep": 5, "probe.knn_every_epochs": 0,
         "checkpoint.metric": "loss", "checkpoint.mode": "min", "optim.name": "sgd"})
-    monkeypatch.setenv("HEXRAY_TEST_CRASH_AFTER_EPOCH", "1")
-    monkeypatch.setenv("HEXRAY_TEST_CRASH_FLAG", str(tmp_path / "crashed.flag"))
-    result = run_training(load_config(None, sets), final_eval=False)
+    result = run_training(load_config(None, sets), final_eval=False,
+                          worker_hooks=[CrashOnce(after_epoch=1, flag=str(tmp_path / "crashed.flag"))])
     run = tmp_path / "crash"
     assert (tmp_path / "crashed.flag").is_file(), "the test hook never killed the worker"
 
@@ -50,7 +50,6 @@ def test_worker_crash_restores_full_state_then_resume(ray_session, tmp_path, mon
     assert ends[-2:] == [2, 3] and result.summary["final_metrics"]["epoch"] == 3
     assert load_state(run / checkpoint_dir_name(3))["step"] == 3 * saved["step"]
 
-    monkeypatch.delenv("HEXRAY_TEST_CRASH_AFTER_EPOCH")
     cfg = load_config(str(run / "config.yaml"), ["run.epochs=4"])
     run_training(cfg, resume_dir=str(run), final_eval=False)
     last = load_state(run / checkpoint_dir_name(4))
@@ -60,7 +59,7 @@ def test_worker_crash_restores_full_state_then_resume(ray_session, tmp_path, mon
 
 @pytest.mark.ray
 @pytest.mark.timeout(300)
-def test_nan_loss_stops_naming_step_and_term(ray_session, tmp_path, monkeypatch):
+def test_nan_loss_stops_naming_step_and_term(ray_session, tmp_path):
     from hexray.config import load_config
     from hexray.train.launch import run_training
 
@@ -69,23 +68,22 @@ def test_nan_loss_stops_naming_step_and_term(ray_session, tmp_path, monkeypatch)
     sets = synthetic_overrides(tmp_path, "nan", **{"run.epochs": 1, "probe.knn_every_epochs": 0,
                                                    "checkpoint.metric": "loss", "checkpoint.mode": "min",
                                                    "data.augment_in": "pipeline"})
-    monkeypatch.setenv("HEXRAY_TEST_NAN_AT_STEP", "2")
     with pytest.raises(ValueError, match=r"step 2 .*term 'loss/"):
-        run_training(load_config(None, sets), final_eval=False)
+        run_training(load_config(None, sets), final_eval=False, worker_hooks=[PoisonLoss(step=2)])
 
 
 @pytest.mark.ray
 @pytest.mark.timeout(300)
-def test_stalled_worker_fails_the_collective_with_a_message_naming_the_timeout(ray_session, tmp_path, monkeypatch):
+def test_stalled_worker_fails_the_collective_with_a_message_naming_the_timeout(ray_session, tmp_path):
     from hexray.config import load_config
     from hexray.train.launch import run_training
 
     sets = synthetic_overrides(tmp_path, "stall", **{
         "run.epochs": 1, "probe.knn_every_epochs": 0, "checkpoint.metric": "loss", "checkpoint.mode": "min",
         "scaling.num_workers": 2, "scaling.cpus_per_worker": 0.25, "scaling.collective_timeout_s": 5})
-    monkeypatch.setenv("HEXRAY_TEST_STALL_LAST_RANK_S", "60")  # rank 1 sleeps; rank 0 waits in all-gather
     with pytest.raises(ValueError, match=r"waited longer than scaling.collective_timeout_s = 5 s"):
-        run_training(load_config(None, sets), final_eval=False)
+        # rank 1 sleeps; rank 0 waits in all-gather
+        run_training(load_config(None, sets), final_eval=False, worker_hooks=[StallLastRank(seconds=60)])
 
 
 @pytest.mark.parametrize("snippet", [

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from hexray.errors import InputError
+
 
 def _floats(text: str) -> list[float]:
     try:
@@ -49,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
 
     for name in ("max_train", "max_test", "probe_epochs"):
         if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     settings = OfflineSettings(
         fractions=tuple(args.fractions), ks=tuple(args.ks), probe_epochs=args.probe_epochs, probe_lr=args.probe_lr,
         probe_schedule=args.schedule, tau_down=tuple(args.tau_down or DEFAULT_TAU_DOWN), seed=args.seed,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hexray.errors import InputError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -36,7 +38,7 @@ def _options(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--option must be KEY=VALUE, got {pair!r}")
+            raise InputError(f"--option must be KEY=VALUE, got {pair!r}")
         out[key.strip()] = parse_yaml(value, f"--option {key}")
     return out
 
@@ -52,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         kind = "synthetic-hierarchy" if args.src == "synthetic-hierarchy" else "idx" if is_idx_dir(args.src) \
             else "folder"
     if args.option and kind != "synthetic-hierarchy":
-        raise ValueError("--option only applies to SRC synthetic-hierarchy")
+        raise InputError("--option only applies to SRC synthetic-hierarchy")
     if kind == "idx":
         names = args.class_names.split(",") if args.class_names else None
         source = idx_source(args.src, names)
@@ -62,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             source = synthetic_source(SyntheticSpec(**_options(args.option)))
         except TypeError as err:
-            raise ValueError(f"unknown synthetic-hierarchy option: {err}") from err
+            raise InputError(f"unknown synthetic-hierarchy option: {err}") from err
     if args.hierarchy:
         source.superclass_names, source.class_to_superclass = load_hierarchy(args.hierarchy, source.class_names)
         source.description = {**source.description, "hierarchy": args.hierarchy}

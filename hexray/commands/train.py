@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from hexray.errors import InputError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="pretrain an SSL method (+HEX) with Ray Train",
@@ -39,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.config:
-            raise ValueError("give either CONFIG or --resume RUN_DIR (a resumed run uses its saved config.yaml)")
+            raise InputError("give either CONFIG or --resume RUN_DIR (a resumed run uses its saved config.yaml)")
         from hexray import storage
 
         config_path = storage.join(storage.normalize(args.resume), "config.yaml")  # local or s3://.../RUN
@@ -83,6 +85,11 @@ def _check(cfg) -> int:  # noqa: ANN001
     eval_split = check_splits(d, splits)
     print(f"# data: {d.root or d.dataset} has splits {', '.join(splits)}; trains on {d.train_split!r}, "
           f"scores on {eval_split!r}")
+    if cfg.run.worker_hooks:
+        from hexray.train.worker_hooks import load_worker_hooks, shippable
+
+        shippable(load_worker_hooks(cfg.run.worker_hooks))
+        print(f"# worker hooks load: {', '.join(cfg.run.worker_hooks)}")
     steps = f"{d.batch_size} x {cfg.optim.accumulate_steps}" if cfg.optim.accumulate_steps > 1 else str(d.batch_size)
     print(f"# config OK: {cfg.method.name} on {d.label}, {cfg.run.epochs} epochs, "
           f"{steps} images per optimizer step, "

@@ -14,10 +14,12 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from hexray.errors import InputError
+
 NoneType = type(None)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config is invalid. `errors` lists one line per problem, each starting with the dotted key path."""
 
     def __init__(self, errors: list[str] | str):

@@ -270,6 +270,8 @@ class RunSection:
     loggers: metric sinks besides metrics.csv: `tensorboard` (event files in <run dir>/tensorboard) and/or
       `mlflow` (the `mlflow` extra; MLFLOW_TRACKING_URI names the server).
     on_nan: a NaN/inf loss `stop`s the run naming the step and term, or `skip`s the step (at most max_nan_skips).
+    worker_hooks: "module:name" import paths of objects run inside every training worker at each step
+      (hexray.train.worker_hooks: `on_batch(info)`, `on_loss(info, out)`); `name` is called with no arguments.
     """
 
     name: str | None = None
@@ -281,9 +283,14 @@ class RunSection:
     max_nan_skips: int = 10
     progress: bool = True
     loggers: tuple[str, ...] = ("tensorboard",)
+    worker_hooks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _positive("run", self, "epochs")
+        for path in self.worker_hooks:
+            module, _, name = path.partition(":")
+            _require(bool(module) and name.isidentifier(),
+                     f"run.worker_hooks: {path!r} is not a 'module:name' import path (e.g. 'mypkg.hooks:Timer')")
         for name in self.loggers:
             _require(name in LOGGER_NAMES, choice_message("run.loggers[]", name, LOGGER_NAMES))
         _require(len(set(self.loggers)) == len(self.loggers), f"run.loggers: {list(self.loggers)} repeats a name")

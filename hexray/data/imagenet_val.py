@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from hexray.errors import DataError
+
 LOC_SOLUTION = "LOC_val_solution.csv"
 DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"
@@ -39,7 +41,7 @@ def _loc_solution(path: Path) -> dict[str, str]:
             if row.get("ImageId") and tokens:
                 out[row["ImageId"]] = tokens[0]
     if not out:
-        raise ValueError(f"{path}: no `ImageId,PredictionString` rows")
+        raise DataError(f"{path}: no `ImageId,PredictionString` rows")
     return out
 
 
@@ -62,7 +64,7 @@ def _devkit(truth: Path, files: list[Path]) -> dict[str, str]:
     ids = [int(line) for line in truth.read_text().split()]
     ordered = sorted(files, key=lambda p: p.name)
     if len(ids) != len(ordered):
-        raise ValueError(f"{truth} has {len(ids)} labels but the flat val folder holds {len(ordered)} images")
+        raise DataError(f"{truth} has {len(ids)} labels but the flat val folder holds {len(ordered)} images")
     return {p.stem: id_to_wnid[i] for p, i in zip(ordered, ids, strict=True)}
 
 
@@ -86,8 +88,8 @@ def flat_val_labels(root: Path, split_dir: Path, files: list[Path], class_names:
     for path in files:
         wnid = by_image.get(path.stem)
         if wnid is None:
-            raise ValueError(f"{source} has no label for {path.name}")
+            raise DataError(f"{source} has no label for {path.name}")
         if wnid not in index:
-            raise ValueError(f"{source} labels {path.name} as {wnid!r}, which is not a class folder of the train split")
+            raise DataError(f"{source} labels {path.name} as {wnid!r}, which is not a class folder of the train split")
         labels.append(index[wnid])
     return labels

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from hexray import storage
+from hexray.errors import DataError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "hexray-shards/1"
@@ -61,7 +62,7 @@ class Manifest:
 
     def split(self, name: str) -> SplitInfo:
         if name not in self.splits:
-            raise ValueError(f"split {name!r} is not in {self.root}/{MANIFEST_NAME}; it has {sorted(self.splits)}")
+            raise DataError(f"split {name!r} is not in {self.root}/{MANIFEST_NAME}; it has {sorted(self.splits)}")
         return self.splits[name]
 
     def shard_paths(self, split: str) -> list[str]:
@@ -76,7 +77,7 @@ class Manifest:
     def from_dict(cls, d: dict[str, Any], root: str = "") -> Manifest:
         where = f"{root}/{MANIFEST_NAME}" if root else MANIFEST_NAME
         if d.get("format") != FORMAT:
-            raise ValueError(f"{where}: format must be {FORMAT!r}, got {d.get('format')!r}")
+            raise DataError(f"{where}: format must be {FORMAT!r}, got {d.get('format')!r}")
         try:
             splits = {
                 name: SplitInfo(
@@ -101,7 +102,7 @@ class Manifest:
                 root=root,
             )
         except (KeyError, TypeError) as err:
-            raise ValueError(f"{where} is malformed: {err!r}") from err
+            raise DataError(f"{where} is malformed: {err!r}") from err
 
 
 def join(root: str, rel: str) -> str:
@@ -118,7 +119,7 @@ def load_manifest(root: str) -> Manifest:
         try:
             d = json.loads(f.read().decode("utf-8"))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{join(root, MANIFEST_NAME)} is not valid JSON: {err}") from err
+            raise DataError(f"{join(root, MANIFEST_NAME)} is not valid JSON: {err}") from err
     return Manifest.from_dict(d, storage.normalize(root))
 
 
@@ -140,7 +141,7 @@ def verify_shards(manifest: Manifest, split: str, level: str = "rows") -> None:
         raise ValueError(f"verify must be one of none, size, rows, checksum; got {level!r}")
     info = manifest.split(split)
     if info.count == 0 or not info.shards:
-        raise ValueError(f"split {split!r} of {manifest.root} is empty: no samples to read")
+        raise DataError(f"split {split!r} of {manifest.root} is empty: no samples to read")
     if level == "none":
         return
     fs, base = storage.resolve(manifest.root)
@@ -150,7 +151,7 @@ def verify_shards(manifest: Manifest, split: str, level: str = "rows") -> None:
         if stat.type != pafs.FileType.File:
             raise FileNotFoundError(f"shard {shown} listed in the manifest is missing")
         if stat.size != shard.bytes:
-            raise ValueError(f"shard {shown} has {stat.size} bytes but the manifest says {shard.bytes}: "
+            raise DataError(f"shard {shown} has {stat.size} bytes but the manifest says {shard.bytes}: "
                              "it was truncated or replaced; re-run `hexray shard`")
         if level in ("rows", "checksum"):
             import pyarrow.parquet as pq
@@ -159,10 +160,10 @@ def verify_shards(manifest: Manifest, split: str, level: str = "rows") -> None:
                 try:
                     rows = pq.ParquetFile(f).metadata.num_rows
                 except Exception as err:  # noqa: BLE001 - any footer error means the file is not a shard
-                    raise ValueError(f"shard {shown} is not a readable Parquet file: {err}") from err
+                    raise DataError(f"shard {shown} is not a readable Parquet file: {err}") from err
             if rows != shard.count:
-                raise ValueError(f"shard {shown} holds {rows} rows but the manifest says {shard.count}")
+                raise DataError(f"shard {shown} holds {rows} rows but the manifest says {shard.count}")
         if level == "checksum" and sha256_file(fs, path) != shard.sha256:
-            raise ValueError(f"shard {shown} fails its sha256 checksum: its bytes changed since it was written")
+            raise DataError(f"shard {shown} fails its sha256 checksum: its bytes changed since it was written")
     if sum(s.count for s in info.shards) != info.count:
-        raise ValueError(f"{manifest.root}/{MANIFEST_NAME}: split {split!r} count {info.count} != sum of its shards")
+        raise DataError(f"{manifest.root}/{MANIFEST_NAME}: split {split!r} count {info.count} != sum of its shards")

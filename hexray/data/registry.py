@@ -21,6 +21,7 @@ from hexray import storage
 from hexray.data.manifest import MANIFEST_NAME, load_manifest
 from hexray.data.sources import Source, folder_source, idx_source, synthetic_source
 from hexray.data.synthetic import SyntheticSpec
+from hexray.errors import DataError
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Sandal", "Sneaker",
@@ -74,7 +75,7 @@ def _fashion_mnist(path: str | None, cache: Path, options: dict[str, Any]) -> So
 def _folder(name: str) -> Callable[[str | None, Path, dict[str, Any]], Source]:
     def build(path: str | None, cache: Path, options: dict[str, Any]) -> Source:
         if not path:
-            raise ValueError(f"dataset {name!r} needs path= (a directory with train/ and val/ class folders)")
+            raise DataError(f"dataset {name!r} needs path= (a directory with train/ and val/ class folders)")
         channels = int(options.pop("channels", 3))
         hierarchy = options.pop("hierarchy", None)
         _no_options(name, options)
@@ -94,13 +95,13 @@ def _synthetic(path: str | None, cache: Path, options: dict[str, Any]) -> Source
         spec = SyntheticSpec(**options)
     except TypeError as err:
         allowed = sorted(SyntheticSpec.__dataclass_fields__)
-        raise ValueError(f"synthetic-hierarchy: unknown option in {sorted(options)}; allowed: {allowed}") from err
+        raise DataError(f"synthetic-hierarchy: unknown option in {sorted(options)}; allowed: {allowed}") from err
     return synthetic_source(spec)
 
 
 def _no_options(name: str, options: dict[str, Any]) -> None:
     if options:
-        raise ValueError(f"dataset {name!r} takes no options {sorted(options)}")
+        raise DataError(f"dataset {name!r} takes no options {sorted(options)}")
 
 
 DATASETS: dict[str, Callable[[str | None, Path, dict[str, Any]], Source]] = {
@@ -113,7 +114,7 @@ DATASETS: dict[str, Callable[[str | None, Path, dict[str, Any]], Source]] = {
 
 def build_source(name: str, *, path: str | None = None, cache_dir: str | None = None, **options: Any) -> Source:
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     return DATASETS[name](path, local_cache_root(cache_dir), dict(options))
 
 
@@ -129,7 +130,7 @@ def prepare_dataset(name: str, *, path: str | None = None, cache_dir: str | None
                     **options: Any) -> str:
     """Shard root for dataset `name`: written on first use (or finished, if interrupted), reused afterwards."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     root = storage.join(cache_root(cache_dir), "shards", shard_dir_name(name, path, options))
     if storage.is_file(storage.join(root, MANIFEST_NAME)):
         try:
@@ -192,6 +193,6 @@ def check_splits(data: Any, splits: list[str]) -> str:
     eval_split = data.validation_split(splits)
     for key, split in (("data.train_split", data.train_split), ("data.eval_split", eval_split)):
         if split not in splits:
-            raise ValueError(f"{key}: split {split!r} is not in dataset {data.root or data.dataset!r} "
+            raise DataError(f"{key}: split {split!r} is not in dataset {data.root or data.dataset!r} "
                              f"(it has {', '.join(sorted(splits))})")
     return eval_split

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hexray.data.synthetic import SyntheticSpec
+from hexray.errors import DataError
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -65,14 +66,14 @@ def _read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4:
-        raise ValueError(f"IDX file {path} is truncated (shorter than its header)")
+        raise DataError(f"IDX file {path} is truncated (shorter than its header)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"IDX file {path} has magic {data[:4].hex()}: expected unsigned-byte IDX (0x0000 08 nn)")
+        raise DataError(f"IDX file {path} has magic {data[:4].hex()}: expected unsigned-byte IDX (0x0000 08 nn)")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise ValueError(f"IDX file {path} holds {body.size} bytes of data but its header says {dims}")
+        raise DataError(f"IDX file {path} holds {body.size} bytes of data but its header says {dims}")
     return body.reshape(dims)
 
 
@@ -101,7 +102,7 @@ def idx_source(root: str | Path, class_names: list[str] | None = None) -> Source
             raise FileNotFoundError(f"IDX source {root}: {missing}[.gz] is missing")
         images, labels = _read_idx(images_path), _read_idx(labels_path).astype(np.int64)
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-            raise ValueError(f"IDX source {root}: {images_path.name} {images.shape} and {labels_path.name} "
+            raise DataError(f"IDX source {root}: {images_path.name} {images.shape} and {labels_path.name} "
                              f"{labels.shape} disagree (expected N×H×W images and N labels)")
         splits.append(SplitSource(split, labels, stable_ids(split, len(labels)), arrays=images))
     if not splits:
@@ -109,7 +110,7 @@ def idx_source(root: str | Path, class_names: list[str] | None = None) -> Source
     num_classes = int(max(s.labels.max() for s in splits)) + 1
     names = class_names or [str(i) for i in range(num_classes)]
     if len(names) < num_classes:
-        raise ValueError(f"IDX source {root} has {num_classes} classes but {len(names)} class names were given")
+        raise DataError(f"IDX source {root} has {num_classes} classes but {len(names)} class names were given")
     train = splits[0].arrays.astype(np.float32) / 255.0
     return Source(
         kind="idx", description={"kind": "idx", "path": str(root.resolve())}, class_names=list(names), channels=1,
@@ -136,7 +137,7 @@ def folder_source(root: str | Path, channels: int = 3) -> Source:
         split_dirs = {"train": root}
     class_names = sorted({c.name for d in split_dirs.values() for c in d.iterdir() if c.is_dir()})
     if not class_names:
-        raise ValueError(f"image folder {root} has no class sub-directories (expected <split>/<class>/<image>)")
+        raise DataError(f"image folder {root} has no class sub-directories (expected <split>/<class>/<image>)")
     splits = []
     for split, split_dir in split_dirs.items():
         paths: list[str] = []
@@ -155,7 +156,7 @@ def folder_source(root: str | Path, channels: int = 3) -> Source:
             splits.append(SplitSource(split, np.asarray(labels, dtype=np.int64), stable_ids(split, len(paths)),
                                       paths=paths))
     if not splits:
-        raise ValueError(f"image folder {root} holds no images with extensions {sorted(IMAGE_EXTENSIONS)}")
+        raise DataError(f"image folder {root} holds no images with extensions {sorted(IMAGE_EXTENSIONS)}")
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ([0.5], [0.5])
     return Source(kind="folder", description={"kind": "folder", "path": str(root.resolve()), "channels": channels},
                   class_names=class_names, channels=channels, image_size=None, splits=splits, mean=mean, std=std)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hexray.errors import DataError
+
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "hbar", "vbar")
 _SPLIT_CODE = {"train": 0, "test": 1}
 
@@ -28,15 +30,15 @@ class SyntheticSpec:
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_superclasses <= len(SHAPES):
-            raise ValueError(f"num_superclasses must be in 1..{len(SHAPES)}, got {self.num_superclasses}")
+            raise DataError(f"num_superclasses must be in 1..{len(SHAPES)}, got {self.num_superclasses}")
         if not 1 <= self.classes_per_superclass <= 12:
-            raise ValueError(f"classes_per_superclass must be in 1..12, got {self.classes_per_superclass}")
+            raise DataError(f"classes_per_superclass must be in 1..12, got {self.classes_per_superclass}")
         if self.images_per_class < 1:
-            raise ValueError(f"images_per_class must be >= 1, got {self.images_per_class}")
+            raise DataError(f"images_per_class must be >= 1, got {self.images_per_class}")
         if self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+            raise DataError(f"image_size must be >= 8, got {self.image_size}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise DataError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     @property
     def num_classes(self) -> int:

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from hexray import storage
 from hexray.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, sha256_file
 from hexray.data.sources import Source, SplitSource
+from hexray.errors import DataError
 
 SCHEMA = pa.schema([("id", pa.int64()), ("image", pa.binary()), ("label", pa.int64()), ("superclass", pa.int64())])
 PLAN_SEED = 0
@@ -206,7 +207,7 @@ def write_shards(source: Source, out: str | Path, *, shard_mb: float = 128.0, mi
     from tqdm import tqdm
 
     if shard_mb <= 0:
-        raise ValueError(f"shard size must be > 0 MB, got {shard_mb}")
+        raise DataError(f"shard size must be > 0 MB, got {shard_mb}")
     out = storage.normalize(str(out))
     plans = plan_shards(source, out, shard_mb, max(1, min_shards))
     for split in plans:

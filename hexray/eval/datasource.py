@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hexray.errors import DataError
 from hexray.eval.offline import EvalData
 
 DEFAULT_MAX_TRAIN = 5000
@@ -43,13 +44,13 @@ def read_split(root: str, split: str, *, image_size: int, max_samples: int | Non
     m = manifest or load_manifest(root)
     paths = m.shard_paths(split)
     if not paths:
-        raise ValueError(f"split {split!r} of {root} has no shards")
+        raise DataError(f"split {split!r} of {root} has no shards")
     fs, base = storage.resolve(m.root)
     fs_paths = [join(base, s.file) for s in m.split(split).shards]
     labels_per_shard = [pq.read_table(p, columns=["label"], filesystem=fs)["label"].to_numpy() for p in fs_paths]
     total = sum(len(x) for x in labels_per_shard)
     if total == 0:
-        raise ValueError(f"split {split!r} of {root} is empty")
+        raise DataError(f"split {split!r} of {root} is empty")
     rng = np.random.default_rng(seed)
     chosen = np.arange(total) if max_samples is None or max_samples >= total else np.sort(
         rng.choice(total, size=max_samples, replace=False))
@@ -69,7 +70,7 @@ def read_split(root: str, split: str, *, image_size: int, max_samples: int | Non
             images.append(image)
             labels.append(int(shard_labels[r]))
     if not images:
-        raise ValueError(f"no decodable images in split {split!r} of {root}")
+        raise DataError(f"no decodable images in split {split!r} of {root}")
     return _normalized(images, m, image_size), torch.tensor(labels, dtype=torch.long), corrupt
 
 

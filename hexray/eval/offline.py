@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hexray.errors import InputError
 from hexray.eval.baselines import EvalSettings, evaluate_features
 from hexray.eval.linear_probe import SCHEDULES, train_linear_probe
 
@@ -67,13 +68,13 @@ class OfflineSettings:
 
     def __post_init__(self) -> None:
         if not self.fractions or any(not 0.0 < f <= 1.0 for f in self.fractions):
-            raise ValueError(f"fractions must be label fractions in (0, 1], got {list(self.fractions)}")
+            raise InputError(f"fractions must be label fractions in (0, 1], got {list(self.fractions)}")
         if self.probe_schedule not in SCHEDULES:
-            raise ValueError(f"probe schedule must be one of {SCHEDULES}, got {self.probe_schedule!r}")
+            raise InputError(f"probe schedule must be one of {SCHEDULES}, got {self.probe_schedule!r}")
         if any(t <= 0 for t in self.tau_down):
-            raise ValueError(f"tau_down values must be > 0, got {list(self.tau_down)}")
+            raise InputError(f"tau_down values must be > 0, got {list(self.tau_down)}")
         if self.probe_epochs < 1 or self.batch_size < 1:
-            raise ValueError("probe_epochs and batch_size must be >= 1")
+            raise InputError("probe_epochs and batch_size must be >= 1")
 
     def eval_settings(self) -> EvalSettings:
         return EvalSettings(

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hexray.errors import DataError
 from hexray.eval.offline import EvalModel
 from hexray.eval.runs import require_checkpoints, require_run_dir
 from hexray.storage import StoragePath
@@ -77,7 +78,7 @@ def sem_logits_fn(method: nn.Module, sem_cfg: Any) -> Callable[[Tensor], Tensor]
     """
     head = _online_sem_head(method)
     if head is None:
-        raise ValueError("cfg.sem.enabled is true but the restored method has no SEMHead module")
+        raise DataError("cfg.sem.enabled is true but the restored method has no SEMHead module")
     L, V = int(sem_cfg.num_simplices), int(sem_cfg.simplex_dim)
 
     def logits(images: Tensor) -> Tensor:
@@ -96,7 +97,7 @@ def sem_logits_fn(method: nn.Module, sem_cfg: Any) -> Callable[[Tensor], Tensor]
         finally:
             handle.remove()
         if "x" not in captured:
-            raise ValueError("the method's forward never called its SEMHead: cannot read SEM embeddings")
+            raise DataError("the method's forward never called its SEMHead: cannot read SEM embeddings")
         if hasattr(head, "logits"):
             z = head.logits(captured["x"])
         else:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hexray.checkpoint import STATE_FILE
+from hexray.errors import DataError
 from hexray.storage import StoragePath
 
 CONFIG_FILE = "config.yaml"
@@ -43,9 +44,9 @@ def require_run_dir(path: str | os.PathLike | StoragePath) -> StoragePath:
     if not run.exists():
         raise FileNotFoundError(f"run directory {str(run)!r} does not exist")
     if not run.is_dir():
-        raise ValueError(f"{str(run)!r} is not a directory (expected a run directory)")
+        raise DataError(f"{str(run)!r} is not a directory (expected a run directory)")
     if not is_run_dir(run):
-        raise ValueError(
+        raise DataError(
             f"{str(run)!r} is not a run directory: expected {CONFIG_FILE} and one of {METRICS_FILE}, "
             f"{SUMMARY_FILE} or checkpoint_* inside"
         )
@@ -69,7 +70,7 @@ def find_run_dirs(paths: Iterable[str | os.PathLike | StoragePath]) -> list[Stor
             raise FileNotFoundError(f"{str(path)!r} does not exist")
         inside = _walk_run_dirs(path)
         if not inside:
-            raise ValueError(f"no run directories (with {CONFIG_FILE} and {METRICS_FILE}) found under {str(path)!r}")
+            raise DataError(f"no run directories (with {CONFIG_FILE} and {METRICS_FILE}) found under {str(path)!r}")
         found.extend(inside)
     return sorted(set(found))
 
@@ -85,7 +86,7 @@ def require_checkpoints(run_dir: str | os.PathLike | StoragePath) -> list[Storag
     """`find_checkpoints`, or ValueError naming the run dir when it has none."""
     ckpts = find_checkpoints(run_dir)
     if not ckpts:
-        raise ValueError(
+        raise DataError(
             f"run directory {str(run_dir)!r} has no checkpoints (checkpoint_*/{STATE_FILE}); "
             "train with checkpointing enabled or pass --checkpoint"
         )
@@ -110,7 +111,7 @@ def read_json(path: str | os.PathLike | StoragePath) -> dict[str, Any] | None:
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{str(p)!r} is not valid JSON: {err}") from err
+        raise DataError(f"{str(p)!r} is not valid JSON: {err}") from err
 
 
 def read_metrics(run_dir: str | os.PathLike | StoragePath):  # -> pandas.DataFrame

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hexray.errors import DataError
 from hexray.eval.hierarchy import (
     cosine_similarity_histogram,
     effective_rank,
@@ -90,5 +91,5 @@ def compute_trajectory(backbones: Iterable[tuple[int, nn.Module]], data: EvalDat
     (one checkpoint in memory at a time)."""
     points = [checkpoint_point(net, data, epoch=epoch, threshold=threshold, **kwargs) for epoch, net in backbones]
     if not points:
-        raise ValueError("no checkpoints to trace")
+        raise DataError("no checkpoints to trace")
     return sorted(points, key=lambda p: p["epoch"])

@@ -22,6 +22,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from hexray import storage
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
+from hexray.errors import RunFailedError
 from hexray.eval.runs import flatten
 from hexray.train.console import LiveConsole, ProgressBoard
 from hexray.train.loggers import check_loggers, mlflow_tracking_uri
@@ -29,11 +30,10 @@ from hexray.train.loop import train_loop_per_worker
 from hexray.train.metrics import LoggerSpec, RunRecorder
 from hexray.train.nan_guard import NonFiniteLossError
 from hexray.train.quiet import quiet_console
+from hexray.train.worker_hooks import load_worker_hooks, shippable
 
 TRAINING_PLOT = "training_curves.png"
 LOCAL_DRIVER_RESOURCE = "hexray_driver"  # = hexray.tune.spec.DRIVER_RESOURCE (train does not import tune)
-TEST_HOOK_ENV = {"HEXRAY_TEST_CRASH_AFTER_EPOCH": "crash_after_epoch", "HEXRAY_TEST_NAN_AT_STEP": "nan_at_step",
-                 "HEXRAY_TEST_STALL_LAST_RANK_S": "stall_last_rank_s"}
 
 
 @dataclass
@@ -151,9 +151,12 @@ def _report_corrupt(cfg: TrainConfig, manifest: Any) -> None:
 
 
 def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path: str | None = None,
-                  callbacks: list | None = None, final_eval: bool = False, board: Any = None) -> TorchTrainer:
+                  callbacks: list | None = None, final_eval: bool = False, board: Any = None,
+                  worker_hooks: list | None = None) -> TorchTrainer:
     """The TorchTrainer for `cfg`; only `cfg.scaling` differs between 1 CPU, N GPUs and N nodes. With
-    `final_eval` the workers compute the end-of-run table after the last epoch and report it (`final/...`)."""
+    `final_eval` the workers compute the end-of-run table after the last epoch and report it (`final/...`).
+    `callbacks` are Ray Train's (on the driver); `worker_hooks` run in every worker (hexray.train.worker_hooks;
+    None: those `cfg.run.worker_hooks` names)."""
     from hexray.data.pipeline import data_key, decoded_dataset, train_dataset
 
     cfg, run_dir = resolve_run(cfg, run_name, storage_path)
@@ -181,16 +184,14 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     resources = {"CPU": s.cpus_per_worker or auto_cpus_per_worker(s.num_workers), **s.resources_per_worker}
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
-    hooks = {key: int(os.environ[env]) for env, key in TEST_HOOK_ENV.items() if os.environ.get(env)}
-    if hooks.get("crash_after_epoch"):
-        hooks["crash_flag"] = os.environ.get("HEXRAY_TEST_CRASH_FLAG", f"{run_dir}.crashed")
-        hooks["run_dir"] = run_dir
+    hooks = shippable(load_worker_hooks(cfg.run.worker_hooks) if worker_hooks is None else worker_hooks)
     storage.make_dirs(run_dir)
     if not storage.is_file(storage.join(run_dir, "config.yaml")):
         save_config(cfg, storage.join(run_dir, "config.yaml"))
     loop_config = {"cfg": config_to_dict(cfg), "root": root, "num_classes": manifest.num_classes,
                    "class_to_superclass": manifest.class_to_superclass, "train_count": train_count,
-                   "test_hooks": hooks, "corrupt_key": data_key(root, d.train_split), "views": views,
+                   "worker_hooks": hooks, "run_dir": run_dir, "corrupt_key": data_key(root, d.train_split),
+                   "views": views,
                    "torch_threads": torch_threads(resources["CPU"], s.num_workers), "final_eval": final_eval,
                    "progress_board": board}
     loggers = LoggerSpec(names=tuple(cfg.run.loggers), run_name=cfg.run.name, params=flatten(config_to_dict(cfg)),
@@ -284,8 +285,9 @@ def _interrupted(run_dir: str) -> None:
 
 
 def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval: bool = True,
-                 verbose: bool = False) -> RunResult:
-    """Train (or continue the run in `resume_dir`), then write and return the summary.
+                 verbose: bool = False, worker_hooks: list | None = None) -> RunResult:
+    """Train (or continue the run in `resume_dir`), then write and return the summary. `worker_hooks` run inside
+    every training worker (hexray.train.worker_hooks), after those `cfg.run.worker_hooks` names.
 
     With `resume_dir`, the run keeps its name and storage path, so Ray hands the loop its latest checkpoint.
     Ray's own console output goes to `<run dir>/hexray.log` unless `verbose`.
@@ -299,24 +301,26 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
     else:
         run_name, where = None, None
     check_loggers(cfg.run.loggers)
+    hooks = [*load_worker_hooks(cfg.run.worker_hooks), *(worker_hooks or [])]  # a bad hook fails before Ray starts
     cfg, _, manifest = _dataset_facts(cfg)  # names, paths, splits, the shards on first use: all before Ray starts
     _report_corrupt(cfg, manifest)
     cfg, run_dir = resolve_run(cfg, run_name, where)
     storage.make_dirs(run_dir)  # an unwritable run.storage_path fails here, naming it, not inside Ray
     print(f"hexray train: run directory {run_dir}", flush=True)
     with quiet_console(run_dir, verbose=verbose):
-        return _train_and_summarise(cfg, run_dir, manifest, final_eval=final_eval, verbose=verbose)
+        return _train_and_summarise(cfg, run_dir, manifest, final_eval=final_eval, verbose=verbose,
+                                    worker_hooks=hooks)
 
 
 def _train_and_summarise(cfg: TrainConfig, run_dir: str, manifest: Any, *, final_eval: bool,
-                         verbose: bool) -> RunResult:
+                         verbose: bool, worker_hooks: list) -> RunResult:
     if not ray.is_initialized():
         print("starting Ray ...", flush=True)
     ensure_ray(verbose)
     started = time.time()
     board = ProgressBoard.remote() if cfg.run.progress else None
     trainer = build_trainer(cfg, run_name=cfg.run.name, storage_path=cfg.run.storage_path, final_eval=final_eval,
-                            board=board)
+                            board=board, worker_hooks=worker_hooks)
     console = None
     if board is not None:
         console = LiveConsole(board, total_epochs=cfg.run.epochs, log_every=cfg.run.log_every_steps)
@@ -325,10 +329,10 @@ def _train_and_summarise(cfg: TrainConfig, run_dir: str, manifest: Any, *, final
         result = trainer.fit()
     except (KeyboardInterrupt, SystemExit):  # Ray's own SIGINT handler aborts the run and calls sys.exit
         _interrupted(run_dir)
-    except Exception as err:  # Ray wraps worker errors; surface the NaN guard's message as a user error
+    except Exception as err:  # Ray wraps worker errors; the NaN guard's or a timeout's message is for the user
         message = _failure_message(err, cfg)
         if message:
-            raise ValueError(message) from err
+            raise RunFailedError(message) from err
         raise
     finally:
         if console is not None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from hexray import storage
+from hexray.errors import InputError
 
 TENSORBOARD_DIR = "tensorboard"
 _BOOKKEEPING = ("epoch_end", "data/order_digest", "step", "final_eval")
@@ -96,7 +97,7 @@ def check_loggers(names: tuple[str, ...] | list[str]) -> None:
     import importlib.util
 
     if "mlflow" in names and importlib.util.find_spec("mlflow") is None:
-        raise ValueError("run.loggers: 'mlflow' needs the mlflow package: pip install 'hexray[mlflow]' "
+        raise InputError("run.loggers: 'mlflow' needs the mlflow package: pip install 'hexray[mlflow]' "
                          "(and MLFLOW_TRACKING_URI pointing at your tracking server)")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import os
 import socket
 import tempfile
 import threading
@@ -24,7 +23,6 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from hexray import storage
 from hexray.checkpoint import checkpoint_dir_name, load_state, save_state
 from hexray.data.views import ViewMaker
 from hexray.distributed import convert_sync_batchnorm
@@ -40,6 +38,7 @@ from hexray.train.console import Poster
 from hexray.train.metrics import progress_line
 from hexray.train.nan_guard import NanGuard, NonFiniteLossError
 from hexray.train.probes import KnnMonitor, OnlineProbe
+from hexray.train.worker_hooks import HookRunner
 
 
 def _placement(rank: int) -> dict[str, Any]:
@@ -82,12 +81,11 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Train one worker's share. `config`: {"cfg": config dict, "root" (shard root), "num_classes",
     "class_to_superclass", "train_count", "views" (ViewMaker fields when this worker augments, else None: the
-    batches already hold `view1`/`view2`), "test_hooks": {...}} (built by `hexray.train.launch`)."""
+    batches already hold `view1`/`view2`), "worker_hooks": [...], "run_dir"} (built by `hexray.train.launch`)."""
     from hexray.config import config_from_dict
     from hexray.methods.registry import build_method
 
     cfg = config_from_dict(config["cfg"])
-    hooks = config.get("test_hooks") or {}
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -150,6 +148,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stream = _EpochStream(ray.train.get_dataset_shard("train"), batch_size=per_worker_batch, device=device,
                           shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed)
     placement = _placement(rank)
+    hooks = HookRunner(config.get("worker_hooks") or [], rank=rank, world=world, start_epoch=start_epoch,
+                       run_dir=config.get("run_dir", ""))
     last_monitor: dict[str, float] = {}
     epoch_seconds: list[float] = []
 
@@ -176,10 +176,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
             label, superclass = batch["label"], batch["superclass"]
-            if hooks.get("stall_last_rank_s") and 0 < rank == world - 1 and i == 0 and epoch == start_epoch:
-                time.sleep(hooks["stall_last_rank_s"])  # test hook: a stalled peer; the others time out in a collective
-            if rank == 0 and i == 1 and hooks.get("crash_after_epoch") == epoch:
-                _crash_once(hooks)  # test hook: die mid-epoch, after epoch k's checkpoint is registered
+            info = hooks.info(epoch, i, step + 1)
+            hooks.on_batch(info)
             # gradient accumulation: each micro-batch's loss on its own batch; the optimizer steps after the k-th
             # (or the epoch's last); DDP all-reduces gradients only then
             steps_now = stepper.steps_after(i, steps_per_epoch)
@@ -191,8 +189,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                                 use_superclass=num_super > 0)
                 except ValueError as err:  # the losses' own input checks (e.g. NaN embeddings): say where
                     raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): {err}") from err
-                if hooks.get("nan_at_step") == step + 1:
-                    _poison(out)
+                hooks.on_loss(info, out)
                 ok = not _any_rank(not guard.check(out, step=step + 1, epoch=epoch + 1), device)
                 if ok:
                     loss = out.loss + (probe_loss if probe_loss is not None else 0.0)
@@ -317,28 +314,6 @@ def _reapply_lrs(optimizer: Any, scheduler: Any, base_lrs: list[float]) -> None:
     for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas, strict=True):
         group["initial_lr"] = base
         group["lr"] = base * factor(scheduler.last_epoch)
-
-
-def _poison(out: Any) -> None:
-    """Test hook: the first loss term (and so the loss) turns NaN, as an overflow in the loss would."""
-    name = next((k for k in out.terms if k.startswith("loss/")), None) or next(iter(out.terms), None)
-    if name is not None:
-        out.terms[name] = out.terms[name] * float("nan")
-    out.loss = out.loss * float("nan")
-
-
-def _crash_once(hooks: dict[str, Any]) -> None:
-    """Kill this worker process once (a flag file remembers), as a node or process failure would."""
-    flag = hooks["crash_flag"]  # a local path or a URI next to the run directory
-    if storage.exists(flag):
-        return
-    name = checkpoint_dir_name(int(hooks["crash_after_epoch"]))
-    snapshot = storage.join(hooks["run_dir"], "checkpoint_manager_snapshot.json")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (storage.is_file(snapshot) and name in storage.read_text(snapshot)):
-        time.sleep(0.5)  # Ray's controller polls reports every ~2 s; die only once it has registered the checkpoint
-    storage.write_text(flag, f"crashed after {name}\n")
-    os._exit(1)
 
 
 def _means(sums: dict[str, Any], count: int) -> dict[str, float]:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hexray.errors import DataError
 from hexray.eval.knn import knn_accuracies, superclass_knn_accuracies
 
 
@@ -90,7 +91,7 @@ class KnnMonitor:
     def _check(bank_labels: Tensor, query_labels: Tensor) -> None:
         for name, labels in (("bank", bank_labels), ("queries", query_labels)):
             if labels.shape[0] == 0:
-                raise ValueError(f"kNN monitor {name} is empty: check data.eval_split / probe.knn_*_limit")
+                raise DataError(f"kNN monitor {name} is empty: check data.eval_split / probe.knn_*_limit")
 
     def evaluate(self, backbone: nn.Module, probe: OnlineProbe | None = None, *, device: torch.device | str = "cpu",
                  channels_last: bool = False) -> dict[str, float]:

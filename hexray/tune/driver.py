@@ -26,6 +26,7 @@ from ray.train.v2.api.callback import UserCallback  # what ray.train.UserCallbac
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from hexray import storage
+from hexray.errors import InputError
 from hexray.tune.space import flatten_trial_config
 
 DEFAULT_BUILDER = "hexray.train.launch:build_trainer"
@@ -99,7 +100,7 @@ def _checkpoint_location(checkpoint: Any) -> str:
         return checkpoint.path
     kind = checkpoint.filesystem.type_name
     if kind not in _URI_SCHEMES:
-        raise ValueError(f"PBT checkpoint on a {kind!r} filesystem: no URI scheme known ({sorted(_URI_SCHEMES)})")
+        raise InputError(f"PBT checkpoint on a {kind!r} filesystem: no URI scheme known ({sorted(_URI_SCHEMES)})")
     return f"{_URI_SCHEMES[kind]}://{checkpoint.path.lstrip('/')}"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hexray import storage
+from hexray.errors import InputError
 from hexray.storage import StoragePath
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -27,7 +28,7 @@ TOP_LEVEL_KEYS = (
 )
 
 
-class SweepError(ValueError):
+class SweepError(InputError):
     """A sweep file is invalid; the message starts with the sweep key (and file) at fault."""
 
 
