@@ -12,6 +12,7 @@ from fault_hooks import CrashOnce, PoisonLoss, StallLastRank
 from test_train_e2e import synthetic_overrides
 
 from hexray.checkpoint import checkpoint_dir_name, load_state
+from hexray.errors import RunFailedError
 from hexray.train.components import state_digest
 
 
@@ -68,7 +69,7 @@ def test_nan_loss_stops_naming_step_and_term(ray_session, tmp_path):
     sets = synthetic_overrides(tmp_path, "nan", **{"run.epochs": 1, "probe.knn_every_epochs": 0,
                                                    "checkpoint.metric": "loss", "checkpoint.mode": "min",
                                                    "data.augment_in": "pipeline"})
-    with pytest.raises(ValueError, match=r"step 2 .*term 'loss/"):
+    with pytest.raises(RunFailedError, match=r"step 2 .*term 'loss/"):
         run_training(load_config(None, sets), final_eval=False, worker_hooks=[PoisonLoss(step=2)])
 
 
@@ -81,7 +82,7 @@ def test_stalled_worker_fails_the_collective_with_a_message_naming_the_timeout(r
     sets = synthetic_overrides(tmp_path, "stall", **{
         "run.epochs": 1, "probe.knn_every_epochs": 0, "checkpoint.metric": "loss", "checkpoint.mode": "min",
         "scaling.num_workers": 2, "scaling.cpus_per_worker": 0.25, "scaling.collective_timeout_s": 5})
-    with pytest.raises(ValueError, match=r"waited longer than scaling.collective_timeout_s = 5 s"):
+    with pytest.raises(RunFailedError, match=r"waited longer than scaling.collective_timeout_s = 5 s"):
         # rank 1 sleeps; rank 0 waits in all-gather
         run_training(load_config(None, sets), final_eval=False, worker_hooks=[StallLastRank(seconds=60)])
 
