@@ -22,6 +22,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from hexray import storage
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
+from hexray.data.views import ViewMaker
 from hexray.errors import RunFailedError
 from hexray.eval.runs import flatten
 from hexray.train.console import LiveConsole, ProgressBoard
@@ -29,6 +30,7 @@ from hexray.train.loggers import check_loggers, mlflow_tracking_uri
 from hexray.train.loop import train_loop_per_worker
 from hexray.train.metrics import LoggerSpec, RunRecorder
 from hexray.train.nan_guard import NonFiniteLossError
+from hexray.train.plan import WorkerPlan
 from hexray.train.quiet import quiet_console
 from hexray.train.worker_hooks import load_worker_hooks, shippable
 
@@ -174,8 +176,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     if augment_in_trainer(cfg):
         train = decoded_dataset(root, split=d.train_split, image_size=d.image_size, seed=cfg.run.seed,
                                 limit=d.limit_train, decode_size=d.decode_size)
-        views = {"recipe": d.recipe, "image_size": d.image_size, "seed": cfg.run.seed,
-                 "mean": list(manifest.mean), "std": list(manifest.std)}
+        views = ViewMaker(d.recipe, d.image_size, cfg.run.seed, tuple(manifest.mean), tuple(manifest.std))
     else:
         train = train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
                               seed=cfg.run.seed, limit=d.limit_train)
@@ -188,18 +189,17 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     storage.make_dirs(run_dir)
     if not storage.is_file(storage.join(run_dir, "config.yaml")):
         save_config(cfg, storage.join(run_dir, "config.yaml"))
-    loop_config = {"cfg": config_to_dict(cfg), "root": root, "num_classes": manifest.num_classes,
-                   "class_to_superclass": manifest.class_to_superclass, "train_count": train_count,
-                   "worker_hooks": hooks, "run_dir": run_dir, "corrupt_key": data_key(root, d.train_split),
-                   "views": views,
-                   "torch_threads": torch_threads(resources["CPU"], s.num_workers), "final_eval": final_eval,
-                   "progress_board": board}
+    plan = WorkerPlan(cfg=cfg, root=root, num_classes=manifest.num_classes,
+                      class_to_superclass=manifest.class_to_superclass, train_count=train_count, run_dir=run_dir,
+                      corrupt_key=data_key(root, d.train_split), views=views, worker_hooks=hooks,
+                      torch_threads=torch_threads(resources["CPU"], s.num_workers), final_eval=final_eval,
+                      progress_board=board)
     loggers = LoggerSpec(names=tuple(cfg.run.loggers), run_name=cfg.run.name, params=flatten(config_to_dict(cfg)),
                          mlflow_uri=mlflow_tracking_uri(cfg.run.loggers))
     score = cfg.checkpoint.metric
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={"plan": plan},
         torch_config=TorchConfig(timeout_s=s.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
                                      placement_strategy=s.placement_strategy),

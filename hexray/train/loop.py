@@ -24,7 +24,6 @@ import torch
 import torch.distributed as dist
 
 from hexray.checkpoint import checkpoint_dir_name, load_state, save_state
-from hexray.data.views import ViewMaker
 from hexray.distributed import convert_sync_batchnorm
 from hexray.train.components import (
     OptimizerStepper,
@@ -37,6 +36,7 @@ from hexray.train.components import (
 from hexray.train.console import Poster
 from hexray.train.metrics import progress_line
 from hexray.train.nan_guard import NanGuard, NonFiniteLossError
+from hexray.train.plan import WorkerPlan
 from hexray.train.probes import KnnMonitor, OnlineProbe
 from hexray.train.worker_hooks import HookRunner
 
@@ -79,27 +79,26 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Train one worker's share. `config`: {"cfg": config dict, "root" (shard root), "num_classes",
-    "class_to_superclass", "train_count", "views" (ViewMaker fields when this worker augments, else None: the
-    batches already hold `view1`/`view2`), "worker_hooks": [...], "run_dir"} (built by `hexray.train.launch`)."""
-    from hexray.config import config_from_dict
+    """Train one worker's share. `config["plan"]`: the WorkerPlan built by `hexray.train.launch.build_trainer`."""
+    from hexray.config import config_to_dict
     from hexray.methods.registry import build_method
 
-    cfg = config_from_dict(config["cfg"])
+    plan: WorkerPlan = config["plan"]
+    cfg, cfg_dict = plan.cfg, config_to_dict(plan.cfg)  # the dict goes into every checkpoint
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     fast = resolve_fast_path(cfg.fast, device)
     torch.manual_seed(cfg.run.seed + rank)
-    if config.get("torch_threads"):
-        torch.set_num_threads(int(config["torch_threads"]))
+    if plan.torch_threads:
+        torch.set_num_threads(plan.torch_threads)
 
-    poster = Poster(config.get("progress_board") if rank == 0 else None, log_every=cfg.run.log_every_steps)
+    poster = Poster(plan.progress_board if rank == 0 else None, log_every=cfg.run.log_every_steps)
     poster.phase(f"{world} worker(s) started; building the model")
-    num_classes, c2s = config["num_classes"], config.get("class_to_superclass")
+    num_classes, c2s = plan.num_classes, plan.class_to_superclass
     num_super = (max(c2s) + 1) if c2s else 0
     per_worker_batch = cfg.data.batch_size // world
-    steps_per_epoch = max(1, config["train_count"] // cfg.data.batch_size)
+    steps_per_epoch = max(1, plan.train_count // cfg.data.batch_size)
     total_steps = steps_per_epoch * cfg.run.epochs
 
     method = build_method(cfg.method, cfg.backbone, cfg.hex, cfg.sem, max_epochs=cfg.run.epochs)
@@ -139,17 +138,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.probe.knn_every_epochs > 0:  # every worker embeds its share; rank 0 scores the gathered features
         poster.phase("reading the kNN monitor's images")
         d, p = cfg.data, cfg.probe
-        bank = _eval_share(config["root"], d.train_split, d.image_size, p.knn_train_limit, cfg.run.seed, rank, world)
-        queries = _eval_share(config["root"], d.eval_split, d.image_size, p.knn_eval_limit, cfg.run.seed + 1, rank,
+        bank = _eval_share(plan.root, d.train_split, d.image_size, p.knn_train_limit, cfg.run.seed, rank, world)
+        queries = _eval_share(plan.root, d.eval_split, d.image_size, p.knn_eval_limit, cfg.run.seed + 1, rank,
                               world)
         monitor = KnnMonitor(bank, queries, num_classes=num_classes, class_to_superclass=c2s, k=p.knn_k,
                              temperature=p.knn_temperature, gather=_gather_on(device) if world > 1 else None)
-    views = _view_maker(config.get("views"))
+    views = plan.views
     stream = _EpochStream(ray.train.get_dataset_shard("train"), batch_size=per_worker_batch, device=device,
                           shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed)
     placement = _placement(rank)
-    hooks = HookRunner(config.get("worker_hooks") or [], rank=rank, world=world, start_epoch=start_epoch,
-                       run_dir=config.get("run_dir", ""))
+    hooks = HookRunner(plan.worker_hooks, rank=rank, world=world, start_epoch=start_epoch, run_dir=plan.run_dir)
     last_monitor: dict[str, float] = {}
     epoch_seconds: list[float] = []
 
@@ -225,7 +223,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "lr": optimizer.param_groups[0]["lr"], "images_per_s": images / max(train_time, 1e-9),
                    "time/data_wait_frac": wait_time / max(train_time, 1e-9), "time/first_batch_s": first_batch,
                    "time/epoch_s": time.perf_counter() - epoch_start, "nan_skips": guard.skipped,
-                   "data/corrupt": _corrupt_count(config.get("corrupt_key")),
+                   "data/corrupt": _corrupt_count(plan.corrupt_key),
                    "data/order_digest": float(int.from_bytes(order.digest(), "little")), **placement}
         restored = {}
         if monitor is not None and (epoch_no % cfg.probe.knn_every_epochs == 0 or epoch_no == cfg.run.epochs):
@@ -239,12 +237,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         save = epoch_no % cfg.checkpoint.every_epochs == 0 or epoch_no == cfg.run.epochs
         if save:
             poster.phase(f"epoch {epoch_no}: checkpoint")
-        _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, config["cfg"])
+        _report(metrics, save and rank == 0, epoch_no, step, inner, optimizer, scheduler, guard, cfg_dict)
 
-    if config.get("final_eval"):  # the end-of-run table, by all workers together; rank 0 reports it
+    if plan.final_eval:  # the end-of-run table, by all workers together; rank 0 reports it
         from hexray.train.final_eval import evaluate_on_workers, to_metrics
 
-        results = evaluate_on_workers(inner.method.backbone, cfg, root=config["root"], manifest=None, rank=rank,
+        results = evaluate_on_workers(inner.method.backbone, cfg, root=plan.root, manifest=None, rank=rank,
                                       world=world, device=device, num_classes=num_classes, class_to_superclass=c2s,
                                       progress=poster.eval)
         ray.train.report({"epoch": cfg.run.epochs, "final_eval": 1, **(to_metrics(results) if results else {})})
@@ -298,13 +296,6 @@ def _live_values(out: Any, images: int, train_time: float) -> dict[str, float]:
     if eps is not None:
         values["eps"] = float(eps)
     return values
-
-
-def _view_maker(fields: dict[str, Any] | None) -> ViewMaker | None:
-    if not fields:
-        return None
-    return ViewMaker(fields["recipe"], int(fields["image_size"]), int(fields["seed"]), tuple(fields["mean"]),
-                     tuple(fields["std"]))
 
 
 def _reapply_lrs(optimizer: Any, scheduler: Any, base_lrs: list[float]) -> None:
