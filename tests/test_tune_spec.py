@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from hexray.tune.runner import load_prepared, prepare_sweep, write_sweep_files
-from hexray.tune.space import candidate_assignments, flatten_trial_config, to_tune_space
+from hexray.tune.space import candidate_assignments, flatten_trial_config, to_tune_space, trial_count
 from hexray.tune.spec import SweepError, load_sweep, sweep_from_dict
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -183,6 +183,30 @@ def test_scaling_section_becomes_overrides_and_sweep_files_round_trip(tmp_path):
 def test_shipped_sweeps_validate(name, tmp_path):
     prepared = prepare_sweep(load_sweep(SWEEPS / f"{name}.yaml"), storage_path=str(tmp_path))
     assert prepared.spec.searched_keys()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS.glob("*.yaml")))
+def test_trial_count_is_what_tune_would_generate(name):
+    from ray.tune.search.variant_generator import generate_variants
+
+    spec = load_sweep(SWEEPS / f"{name}.yaml")
+    grid_points = len(list(generate_variants({"config": to_tune_space(spec)})))
+    assert trial_count(spec) == spec.num_samples * grid_points
+
+
+def test_sweep_check_prints_the_resolved_space_and_the_trial_count(tmp_path, capsys):
+    from hexray.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text("base_config: null\nspace:\n  optim.lr: {loguniform: [1e-4, 1e-2]}\n  run.seed: {grid: [0, 1]}\n"
+                    "  method.name: {choice: [simclr, {value: byol, space: {hex.alpha: {choice: [0.1, 0.3]}}}]}\n"
+                    "num_samples: 3\n")
+    assert main(["sweep", str(path), "--check", "--storage-path", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "#   optim.lr: loguniform(0.0001, 0.01)" in out
+    assert "#   method.name: choice ['simclr', 'byol']" in out and "#       hex.alpha: choice [0.1, 0.3]" in out
+    assert "#     when method.name = 'byol':" in out
+    assert "# 6 trial(s): 3 sample(s) per grid point" in out  # two seeds, three draws each
 
 
 def test_only_epoch_end_reports_reach_tune():

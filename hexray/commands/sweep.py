@@ -63,14 +63,19 @@ def _run(args: argparse.Namespace) -> int:
 
 def _describe(prepared) -> str:  # noqa: ANN001 - a runner.PreparedSweep
     """What a checked sweep would run, in a few lines."""
+    from hexray.tune.space import describe_space, trial_count
+
     spec = prepared.spec
     s = spec.scheduler
     sched = {"asha": f"asha (max_t {s.max_t}, grace {s.grace_period})",
              "pbt": f"pbt (every {s.perturbation_interval} epochs)"}.get(s.kind, s.kind)
+    space = describe_space(spec.space, "#   ")
+    mutations = describe_space(spec.scheduler.hyperparam_mutations, "#   ")
     return "\n".join([
         f"# sweep {spec.name!r} OK: searches {', '.join(spec.searched_keys())}; metric {spec.metric} ({spec.mode})",
-        f"# {spec.num_samples} sample(s) per grid point, {spec.max_concurrent_trials} at a time, scheduler {sched}, "
-        f"search {spec.search.algorithm}",
+        "# space:", *space, *(["# PBT perturbs:", *mutations] if mutations else []),
+        f"# {trial_count(spec)} trial(s): {spec.num_samples} sample(s) per grid point, "
+        f"{spec.max_concurrent_trials} at a time, scheduler {sched}, search {spec.search.algorithm}",
         f"# results: {prepared.experiment_dir}; trial drivers ask for {spec.trial.driver_resources}",
     ])
 

@@ -28,6 +28,33 @@ def to_tune_space(spec: SweepSpec) -> dict[str, Any]:
     return space
 
 
+def trial_count(spec: SweepSpec) -> int:
+    """How many trials Tune will run: `num_samples` × the size of the grid (every `grid` key, and with
+    `search.algorithm: grid` every `choice` key, enumerated with its conditional sub-keys)."""
+    as_grid = spec.search.algorithm == "grid"
+    grid = 1
+    for param in spec.space.values():
+        if param.kind == "grid" or (as_grid and param.kind == "choice"):
+            grid *= sum(len(_expand_branch(branch)) for branch in param.branches)
+    return spec.num_samples * grid
+
+
+def describe_space(space: Mapping[str, ParamSpec], indent: str = "") -> list[str]:
+    """One line per searched key with its distribution and values (conditional keys indented under their option),
+    as resolved: numbers are numbers, whatever YAML made of them."""
+    lines = []
+    for key, param in space.items():
+        if param.kind in ("choice", "grid"):
+            lines.append(f"{indent}{key}: {param.kind} {[branch.value for branch in param.branches]!r}")
+            for branch in param.branches:
+                if branch.space:
+                    lines.append(f"{indent}  when {key} = {branch.value!r}:")
+                    lines.extend(describe_space(branch.space, indent + "    "))
+        else:
+            lines.append(f"{indent}{key}: {param.kind}({param.low!r}, {param.high!r})")
+    return lines
+
+
 def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
     """`hyperparam_mutations` for PopulationBasedTraining, keyed like the param space.
 
