@@ -1,8 +1,9 @@
 """The Ray Data pipeline: Parquet shards → decode → two augmented views (train) or a centre crop (eval).
 
 - Reading: `read_parquet` over the manifest's shard files, local or on any pyarrow filesystem (s3://, gs://).
-  Train reads shuffle the *file order* every epoch: `FileShuffleConfig(seed, reseed_after_execution=True)` reseeds
-  with Ray's execution index, i.e. once per pass over the dataset (tested). Rows inside a shard were permuted once
+  Train reads shuffle the *file order* every epoch: a `FileShuffleConfig(seed)` reseeded with Ray's execution
+  index, i.e. once per pass over the dataset (tested), counted from the run's epoch at the Dataset's first pass
+  (`epoch_shuffle.EpochFileShuffle`: a resumed run continues the same stream). Rows inside a shard were permuted once
   at write time. For row-level mixing across shards the CONSUMER adds a local shuffle buffer:
   `shard.iter_torch_batches(batch_size=..., local_shuffle_buffer_size=LOCAL_SHUFFLE_BUFFER)` (config:
   `data.shuffle_buffer`); it costs memory on the training worker, not in the object store.
@@ -106,7 +107,7 @@ def _kept(batch: dict[str, np.ndarray], ok: np.ndarray, key: str) -> dict[str, n
 
 
 def two_view_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, recipe: str, image_size: int,
-                   seed: int, mean: list[float], std: list[float]) -> dict[str, np.ndarray]:
+                   seed: int, mean: list[float], std: list[float], first_epoch: int = 0) -> dict[str, np.ndarray]:
     """map_batches UDF: encoded rows → `view1`, `view2` (float32 N×C×S×S), `label`, `superclass`, `id`."""
     import torch
 
@@ -124,7 +125,7 @@ def two_view_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, rec
     else:
         x, sizes = pad_to_batch(images)
     maker = ViewMaker(recipe, image_size, seed, tuple(mean), tuple(std))
-    view1, view2 = maker(x, out["id"], _epoch(), sizes)
+    view1, view2 = maker(x, out["id"], first_epoch + _epoch(), sizes)
     return {"view1": view1.numpy(), "view2": view2.numpy(), **out}
 
 
@@ -178,12 +179,14 @@ def decode_canvas(manifest: Manifest, image_size: int, decode_size: int | None =
     return max(image_size, round(image_size * 8 / 7))
 
 
-def _read(manifest: Manifest, split: str, *, shuffle_seed: int | None, read_cpus: float):
+def _read(manifest: Manifest, split: str, *, shuffle_seed: int | None, read_cpus: float, first_epoch: int = 0):
     import ray.data
+
+    from hexray.data.epoch_shuffle import EpochFileShuffle
 
     fs, base = storage.resolve(manifest.root)
     paths = [join(base, s.file) for s in manifest.split(split).shards]
-    shuffle = None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed)
+    shuffle = None if shuffle_seed is None else EpochFileShuffle(seed=shuffle_seed, first_epoch=first_epoch)
     # Ray's DataSourceV2 Parquet reader lists files and reads every footer again at the start of each
     # execution, through a fresh pool of 32 actor processes: 4 s per epoch on a 2-core machine (1 s with one
     # actor), all of it idle trainer time. The manifest already holds every shard's rows and checksum, so the
@@ -204,30 +207,33 @@ def _open(root: str | Manifest, split: str, verify: str) -> Manifest:
 
 
 def _encoded_rows(root: str | Manifest, split: str, verify: str, key: str | None, *, shuffle_seed: int | None,
-                  num_cpus: float, limit: int | None) -> tuple[Manifest, str, Any]:
+                  num_cpus: float, limit: int | None, first_epoch: int = 0) -> tuple[Manifest, str, Any]:
     """The checked manifest, the corrupt-count key and the (optionally limited) Dataset of encoded rows."""
     manifest = _open(root, split, verify)
     key = key or data_key(manifest.root, split)
     _counters_actor()  # created by the driver, so it lives as long as the run
-    ds = _read(manifest, split, shuffle_seed=shuffle_seed, read_cpus=num_cpus)
+    ds = _read(manifest, split, shuffle_seed=shuffle_seed, read_cpus=num_cpus, first_epoch=first_epoch)
     return manifest, key, (ds.limit(limit) if limit is not None else ds)
 
 
 def train_dataset(root: str | Manifest, *, split: str = "train", recipe: str = "simclr", image_size: int,
                   seed: int, limit: int | None = None, num_cpus: float = 0.5, batch_rows: int | None = None,
-                  verify: str = "rows", key: str | None = None) -> Any:
+                  verify: str = "rows", key: str | None = None, first_epoch: int = 0) -> Any:
     """Two-view training dataset (`ray.data.Dataset`) over a shard root; checks the shards before returning.
 
     verify: "size" (stat each shard), "rows" (also Parquet footers, the default), "checksum" (also sha256).
-    Corrupt images are dropped and counted under `key` (default `data_key(root, split)`).
+    Corrupt images are dropped and counted under `key` (default `data_key(root, split)`). `first_epoch`: the
+    run's epoch at this Dataset's first pass (a resumed run's completed epochs), so that file order and views
+    continue the uninterrupted run's (hexray.data.epoch_shuffle).
     """
     from hexray.data.gpu_augment import RECIPES
 
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
-    manifest, key, ds = _encoded_rows(root, split, verify, key, shuffle_seed=seed, num_cpus=num_cpus, limit=limit)
+    manifest, key, ds = _encoded_rows(root, split, verify, key, shuffle_seed=seed, num_cpus=num_cpus, limit=limit,
+                                      first_epoch=first_epoch)
     kwargs = dict(key=key, channels=manifest.channels, recipe=recipe, image_size=image_size, seed=seed,
-                  mean=list(manifest.mean), std=list(manifest.std))
+                  mean=list(manifest.mean), std=list(manifest.std), first_epoch=first_epoch)
     rows = batch_rows or _rows_per_batch(manifest.channels, image_size, views=2)
     return ds.map_batches(two_view_batch, fn_kwargs=kwargs, batch_size=rows, batch_format="numpy",
                           num_cpus=num_cpus)
@@ -235,10 +241,12 @@ def train_dataset(root: str | Manifest, *, split: str = "train", recipe: str = "
 
 def decoded_dataset(root: str | Manifest, *, split: str = "train", image_size: int, seed: int,
                     limit: int | None = None, num_cpus: float = 0.5, decode_size: int | None = None,
-                    verify: str = "rows", key: str | None = None) -> Any:
-    """Decode-only training dataset (`data.augment_in: trainer`): shuffled like `train_dataset`, rows hold the uint8
-    `image` on a `decode_canvas` square; make the views on the worker with `views.ViewMaker`."""
-    manifest, key, ds = _encoded_rows(root, split, verify, key, shuffle_seed=seed, num_cpus=num_cpus, limit=limit)
+                    verify: str = "rows", key: str | None = None, first_epoch: int = 0) -> Any:
+    """Decode-only training dataset (`data.augment_in: trainer`): shuffled like `train_dataset` (`first_epoch`
+    likewise), rows hold the uint8 `image` on a `decode_canvas` square; make the views on the worker with
+    `views.ViewMaker`."""
+    manifest, key, ds = _encoded_rows(root, split, verify, key, shuffle_seed=seed, num_cpus=num_cpus, limit=limit,
+                                      first_epoch=first_epoch)
     canvas = decode_canvas(manifest, image_size, decode_size)
     rows = _rows_per_batch(manifest.channels, canvas, views=1, bytes_per_value=1, most=1024)
     return ds.map_batches(decoded_batch, fn_kwargs=dict(key=key, channels=manifest.channels, canvas=canvas),

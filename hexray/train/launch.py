@@ -21,6 +21,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from hexray import storage
+from hexray.checkpoint import checkpoint_epoch, find_checkpoints, resolve_checkpoint
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
 from hexray.data.views import ViewMaker
 from hexray.errors import RunFailedError
@@ -172,14 +173,14 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     # This process may be a Tune trial, not the driver `ensure_ray` ran in: the dataset copies this context (and
     # runs in Train's split coordinator with it), so without this its progress bars reach `hexray sweep`'s console.
     ray.data.DataContext.get_current().enable_progress_bars = _verbose()
-    views = None
+    views, first_epoch = None, _first_epoch(cfg, run_dir)
     if augment_in_trainer(cfg):
         train = decoded_dataset(root, split=d.train_split, image_size=d.image_size, seed=cfg.run.seed,
-                                limit=d.limit_train, decode_size=d.decode_size)
+                                limit=d.limit_train, decode_size=d.decode_size, first_epoch=first_epoch)
         views = ViewMaker(d.recipe, d.image_size, cfg.run.seed, tuple(manifest.mean), tuple(manifest.std))
     else:
         train = train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
-                              seed=cfg.run.seed, limit=d.limit_train)
+                              seed=cfg.run.seed, limit=d.limit_train, first_epoch=first_epoch)
     datasets = {"train": train}
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker or auto_cpus_per_worker(s.num_workers), **s.resources_per_worker}
@@ -215,6 +216,20 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
         datasets=datasets,
         dataset_config=ordered_ingest(),
     )
+
+
+def _first_epoch(cfg: TrainConfig, run_dir: str) -> int:
+    """The epoch this trainer's first pass over the data will be: the run's latest checkpoint (a resumed run),
+    else the checkpoint it starts from (`checkpoint.init_from`, PBT), else 0."""
+    found = find_checkpoints(run_dir) if storage.is_dir(run_dir) else []
+    if found:
+        return checkpoint_epoch(found[-1])
+    if cfg.checkpoint.init_from:
+        try:
+            return checkpoint_epoch(resolve_checkpoint(cfg.checkpoint.init_from))
+        except (OSError, ValueError):  # not a checkpoint_epochNNNN directory: the loop reads its epoch instead
+            return 0
+    return 0
 
 
 def ordered_ingest() -> DataConfig:
