@@ -11,14 +11,15 @@ from hexray.losses import HexConfig, cosine_regression_loss, nt_xent
 from hexray.methods import METHODS, MethodConfig, build_method, momentum_at
 from hexray.models import BackboneConfig, SEMConfig
 
-NAMES = ["simclr", "moco", "nnclr", "byol", "simsiam", "vicreg", "barlow"]
-TARGETED = ["moco", "byol"]
+NAMES = ["simclr", "moco", "nnclr", "byol", "simsiam", "vicreg", "barlow", "dino"]
+TARGETED = ["moco", "byol", "dino"]
 
 
 def make(name: str, *, hex_on: bool = False, sem: bool = False, seed: int = 0, channels: int = 3, **hex_kw):
     torch.manual_seed(seed)
     return build_method(
-        MethodConfig(name=name, proj_hidden_dim=64, proj_output_dim=32, pred_hidden_dim=32, queue_size=128),
+        MethodConfig(name=name, proj_hidden_dim=64, proj_output_dim=32, pred_hidden_dim=32, queue_size=128,
+                     local_crops=0, out_dim=64),  # dino without local crops here: tests/test_dino.py has them
         BackboneConfig(name="convnet", in_channels=channels, width=8),
         HexConfig(enabled=hex_on, **({"warmup_epochs": 0} | hex_kw)),
         SEMConfig(enabled=sem, num_simplices=8, simplex_dim=4),
@@ -231,7 +232,7 @@ def test_nnclr_positive_is_the_nearest_queue_entry():
     torch.testing.assert_close(m.nearest_neighbour(z), z)
 
 
-@pytest.mark.parametrize("name", ["moco", "nnclr", "byol"])
+@pytest.mark.parametrize("name", ["moco", "nnclr", "byol", "dino"])
 def test_state_dict_round_trip_keeps_targets_and_queue(name):
     m = make(name)
     opt = torch.optim.SGD(m.parameters(), lr=0.5)

@@ -31,7 +31,7 @@ def _step(module, optimizer, scheduler, seed: int, progress: float) -> None:
     g = torch.Generator().manual_seed(seed)
     x1, x2 = torch.randn(16, 1, 28, 28, generator=g), torch.randn(16, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (16,), generator=g)
-    out, probe_loss = module(x1, x2, y, y % 4, epoch=1, use_superclass=True)
+    out, probe_loss = module((x1, x2), y, y % 4, epoch=1, use_superclass=True)
     optimizer.zero_grad()
     (out.loss + probe_loss).backward()
     optimizer.step()

@@ -85,6 +85,9 @@ def _check(cfg) -> int:  # noqa: ANN001
     eval_split = check_splits(d, splits)
     print(f"# data: {d.root or d.dataset} has splits {', '.join(splits)}; trains on {d.train_split!r}, "
           f"scores on {eval_split!r}")
+    from hexray.train.launch import check_views
+
+    check_views(cfg)
     if cfg.run.worker_hooks:
         from hexray.train.worker_hooks import load_worker_hooks, shippable
 

@@ -17,6 +17,7 @@ Pure torch: usable on CPU tensors too (tests run it there).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -52,6 +53,8 @@ RECIPES: dict[str, tuple[ViewRecipe, ViewRecipe]] = {
         ViewRecipe(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2),
     ),
     "byol": (ViewRecipe(blur_p=1.0, solarize_p=0.0), ViewRecipe(blur_p=0.1, solarize_p=0.2)),
+    # DINO's global crops: BYOL's pair at crop scale (0.4, 1) (its local crops: `local_views`)
+    "dino": (ViewRecipe(scale=(0.4, 1.0), blur_p=1.0), ViewRecipe(scale=(0.4, 1.0), blur_p=0.1, solarize_p=0.2)),
     # small images (28–64 px, e.g. Fashion-MNIST, CIFAR): SimCLR's CIFAR practice — no blur (σ up to 2 px erases
     # a 28-px object), crops of at least 20% of the image, milder colour jitter
     "simclr_small": (
@@ -248,3 +251,26 @@ def recipe_views(
         augment_view(batch, sizes, first, output_size=output_size, mean=mean, std=std, generator=generator),
         augment_view(batch, sizes, second, output_size=output_size, mean=mean, std=std, generator=generator),
     )
+
+
+def local_views(
+    batch: torch.Tensor,
+    sizes: torch.Tensor | None,
+    recipe: str,
+    *,
+    count: int,
+    output_size: int,
+    scale: tuple[float, float],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    generator: torch.Generator | None = None,
+) -> list[torch.Tensor]:
+    """`count` small crops for multi-crop methods (DINO, SwAV): the recipe's first view with blur p = 0.5 and no
+    solarization (DINO's local transform), cropped at `scale` of the image and resized to `output_size`. Drawn
+    after the global pair, so the global views do not change with `count`."""
+    if sizes is None:
+        sizes = torch.tensor([list(batch.shape[-2:])], dtype=torch.float32, device=batch.device).expand(
+            batch.shape[0], 2)
+    crop = dataclasses.replace(RECIPES[recipe][0], scale=scale, blur_p=0.5, solarize_p=0.0)
+    return [augment_view(batch, sizes, crop, output_size=output_size, mean=mean, std=std, generator=generator)
+            for _ in range(count)]

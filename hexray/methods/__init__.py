@@ -1,4 +1,4 @@
-"""SSL methods, one file each, registered by name: simclr, moco, nnclr, byol, simsiam, vicreg, barlow.
+"""SSL methods, one file each, registered by name: simclr, moco, nnclr, byol, simsiam, vicreg, barlow, dino.
 
     from hexray.methods import MethodConfig, build_method
     from hexray.models import BackboneConfig, SEMConfig
@@ -7,7 +7,7 @@
     out = method(view1, view2, epoch=0)          # out.loss, out.terms
 """
 
-from hexray.methods import barlow, byol, moco, nnclr, simclr, simsiam, vicreg  # noqa: F401  (registers them)
+from hexray.methods import barlow, byol, dino, moco, nnclr, simclr, simsiam, vicreg  # noqa: F401  (registers them)
 from hexray.methods.base import SSLMethod, momentum_at
 from hexray.methods.registry import METHODS, build_method, register_method
 from hexray.methods.settings import MethodConfig

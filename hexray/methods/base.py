@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +35,46 @@ def pair_layout(b: int, device: torch.device) -> tuple[torch.Tensor, torch.Tenso
     return (idx + b) % (2 * b), idx
 
 
+@dataclass(frozen=True)
+class ViewSpec:
+    """The views a method trains on: two global crops (the data recipe's pair) and `local_crops` small crops
+    (multi-crop, DINO/SwAV) of `local_size_ratio` × the image size, cropped at `local_scale` of the image."""
+
+    local_crops: int = 0
+    local_size_ratio: float = 96 / 224
+    local_scale: tuple[float, float] = (0.05, 0.4)
+
+    def __post_init__(self) -> None:
+        if self.local_crops < 0:
+            raise ValueError(f"local_crops must be >= 0, got {self.local_crops!r}")
+        if not 0.0 < self.local_size_ratio <= 1.0:
+            raise ValueError(f"local_size_ratio must be in (0, 1], got {self.local_size_ratio!r}")
+        if not 0.0 < self.local_scale[0] <= self.local_scale[1] <= 1.0:
+            raise ValueError(f"local_scale must be 0 < low <= high <= 1, got {self.local_scale!r}")
+
+    def local_size(self, image_size: int) -> int:
+        """Side of a local crop for global crops of `image_size` px (96 for 224, 12 for 28)."""
+        return max(8, round(image_size * self.local_size_ratio))
+
+
 class SSLMethod(nn.Module):
     """Base of every method. Subclasses build their heads in `__init__` and implement `compute`.
 
-    `forward(view1, view2, *, epoch, superclass=None) -> LossOutput` checks the inputs and calls `compute`.
-    `momentum_update(progress)` is called by the train loop after each optimizer step; it moves every target
-    network registered with `add_target` towards its online twin.
+    A method declares its views with the classmethod `view_spec(method_cfg)` (default: two global crops);
+    `forward(view1, view2, *local_views, epoch, superclass=None) -> LossOutput` checks the inputs and calls
+    `compute` (with `local_views=[...]` when the method asks for local crops). `on_after_step(progress)` runs after
+    each optimizer step (progress = finished share of training); by default it moves every target network
+    registered with `add_target` towards its online twin (momentum/EMA); a method may add queues, centring, ...
     """
+
+    @classmethod
+    def view_spec(cls, method: MethodConfig) -> ViewSpec:  # noqa: ARG003 - subclasses read their settings
+        """The views this method needs, known before the model is built (the data layer makes them)."""
+        return ViewSpec()
+
+    def on_after_step(self, progress: float) -> None:
+        """Called by the train loop after every optimizer step."""
+        self.momentum_update(progress)
 
     def __init__(
         self, method: MethodConfig, backbone: BackboneConfig, hex: HexConfig, sem: SEMConfig, max_epochs: int
@@ -167,12 +201,22 @@ class SSLMethod(nn.Module):
 
     # ----------------------------------------------------------------- the public step
     def forward(
-        self, view1: torch.Tensor, view2: torch.Tensor, *, epoch: int, superclass: torch.Tensor | None = None
+        self, view1: torch.Tensor, view2: torch.Tensor, *local_views: torch.Tensor, epoch: int,
+        superclass: torch.Tensor | None = None
     ) -> LossOutput:
-        """Loss of one batch of two augmented views; `features` = view 1's embedding (backbone features, or the SEM
-        embedding when SEM is on; not detached), which the online probe reads."""
+        """Loss of one batch of two augmented global views (and the local crops the method declared);
+        `features` = view 1's embedding (backbone features, or the SEM embedding when SEM is on; not detached),
+        which the online probe reads."""
         self._check_inputs(view1, view2, epoch, superclass)
-        out = self.compute(view1, view2, epoch=epoch, superclass=superclass)
+        wanted = self.view_spec(self.cfg).local_crops
+        if len(local_views) != wanted:
+            raise ValueError(f"{type(self).__name__} takes {wanted} local crop(s), got {len(local_views)}")
+        for i, v in enumerate(local_views):
+            if not isinstance(v, torch.Tensor) or v.dim() != 4 or v.shape[:2] != view1.shape[:2]:
+                raise ValueError(f"local view {i} must be (B, C, h, w) like view1 {tuple(view1.shape[:2])}, got "
+                                 f"{getattr(v, 'shape', type(v))}")
+        extra = {"local_views": list(local_views)} if wanted else {}
+        out = self.compute(view1, view2, epoch=epoch, superclass=superclass, **extra)
         out.terms = {k: v.detach() for k, v in out.terms.items()}  # logged terms must not keep the graph alive
         return out
 

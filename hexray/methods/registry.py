@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hexray.losses import HexConfig
-from hexray.methods.base import SSLMethod
+from hexray.methods.base import SSLMethod, ViewSpec
 from hexray.methods.settings import MethodConfig
 from hexray.models import BackboneConfig, SEMConfig
 
@@ -31,3 +31,10 @@ def build_method(
     if method.name not in METHODS:
         raise ValueError(f"method.name must be one of {sorted(METHODS)}, got {method.name!r}")
     return METHODS[method.name](method, backbone, hex, sem, max_epochs)
+
+
+def method_view_spec(method: MethodConfig) -> ViewSpec:
+    """The views `method.name` trains on, without building it (the driver sizes the data pipeline with it)."""
+    if method.name not in METHODS:
+        raise ValueError(f"method.name must be one of {sorted(METHODS)}, got {method.name!r}")
+    return METHODS[method.name].view_spec(method)

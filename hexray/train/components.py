@@ -60,8 +60,9 @@ class TrainModule(nn.Module):
         self.method = method
         self.probe = probe
 
-    def forward(self, view1, view2, label, superclass, *, epoch: int, use_superclass: bool):  # noqa: ANN001
-        out = self.method(view1, view2, epoch=epoch, superclass=superclass if use_superclass else None)
+    def forward(self, views, label, superclass, *, epoch: int, use_superclass: bool):  # noqa: ANN001
+        """`views`: the two global crops, then any local crops the method declared."""
+        out = self.method(*views, epoch=epoch, superclass=superclass if use_superclass else None)
         probe_loss = None
         if self.probe is not None and out.features is not None:
             probe_loss = self.probe(out.features, label, superclass)

@@ -26,6 +26,7 @@ from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
 from hexray.data.views import ViewMaker
 from hexray.errors import RunFailedError
 from hexray.eval.runs import flatten
+from hexray.methods.registry import method_view_spec
 from hexray.train.console import LiveConsole, ProgressBoard
 from hexray.train.loggers import check_loggers, mlflow_tracking_uri
 from hexray.train.loop import train_loop_per_worker
@@ -115,6 +116,13 @@ def augment_in_trainer(cfg: TrainConfig) -> bool:
     return cfg.data.augment_in != "pipeline"
 
 
+def check_views(cfg: TrainConfig) -> None:
+    """Multi-crop views (a method's local crops) are made on the training workers only."""
+    if method_view_spec(cfg.method).local_crops and not augment_in_trainer(cfg):
+        raise ConfigError(f"method.name: {cfg.method.name} trains on multi-crop views, which the training workers "
+                          "make: set data.augment_in: trainer (or auto)")
+
+
 def default_run_name(cfg: TrainConfig) -> str:
     return f"{cfg.method.name}-{cfg.data.label}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -164,6 +172,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
 
     cfg, run_dir = resolve_run(cfg, run_name, storage_path)
     cfg, root, manifest = _dataset_facts(cfg)
+    check_views(cfg)
     d = cfg.data
     train_count = manifest.split(d.train_split).count
     if d.limit_train:
@@ -177,7 +186,10 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     if augment_in_trainer(cfg):
         train = decoded_dataset(root, split=d.train_split, image_size=d.image_size, seed=cfg.run.seed,
                                 limit=d.limit_train, decode_size=d.decode_size, first_epoch=first_epoch)
-        views = ViewMaker(d.recipe, d.image_size, cfg.run.seed, tuple(manifest.mean), tuple(manifest.std))
+        crops = method_view_spec(cfg.method)
+        views = ViewMaker(d.recipe, d.image_size, cfg.run.seed, tuple(manifest.mean), tuple(manifest.std),
+                          local_crops=crops.local_crops, local_size=crops.local_size(d.image_size),
+                          local_scale=crops.local_scale)
     else:
         train = train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
                               seed=cfg.run.seed, limit=d.limit_train, first_epoch=first_epoch)
@@ -316,6 +328,7 @@ def run_training(cfg: TrainConfig, *, resume_dir: str | None = None, final_eval:
     else:
         run_name, where = None, None
     check_loggers(cfg.run.loggers)
+    check_views(cfg)
     hooks = [*load_worker_hooks(cfg.run.worker_hooks), *(worker_hooks or [])]  # a bad hook fails before Ray starts
     cfg, _, manifest = _dataset_facts(cfg)  # names, paths, splits, the shards on first use: all before Ray starts
     _report_corrupt(cfg, manifest)

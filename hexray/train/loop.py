@@ -169,10 +169,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 first_batch = waited
             ids = batch["id"].detach().cpu().numpy()  # once per batch: the digest and the views' seed both read it
             order.update(ids.astype("<i8").tobytes())
-            v1, v2 = views(batch["image"], ids, epoch) if views else (batch["view1"], batch["view2"])
+            crops = views(batch["image"], ids, epoch) if views else (batch["view1"], batch["view2"])
             if fast.channels_last:
-                v1 = v1.contiguous(memory_format=torch.channels_last)
-                v2 = v2.contiguous(memory_format=torch.channels_last)
+                crops = tuple(v.contiguous(memory_format=torch.channels_last) for v in crops)
             label, superclass = batch["label"], batch["superclass"]
             info = hooks.info(epoch, i, step + 1)
             hooks.on_batch(info)
@@ -183,7 +182,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with sync:
                 try:
                     with fast.autocast(device):
-                        out, probe_loss = model(v1, v2, label, superclass, epoch=epoch,
+                        out, probe_loss = model(crops, label, superclass, epoch=epoch,
                                                 use_superclass=num_super > 0)
                 except ValueError as err:  # the losses' own input checks (e.g. NaN embeddings): say where
                     raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): {err}") from err
@@ -198,9 +197,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     count += 1
             if steps_now:
                 stepper.step()
-                inner.method.momentum_update(min(1.0, (step + 1) / total_steps))
+                inner.method.on_after_step(min(1.0, (step + 1) / total_steps))
             step += 1
-            images += v1.shape[0] * world
+            images += crops[0].shape[0] * world
             now = time.perf_counter()
             train_time += now - t0
             if poster.due(i=i, steps=steps_per_epoch, step=step):
@@ -215,7 +214,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         if stepper.pending:  # the stream ended inside an accumulation group: its gradients stay in this epoch
             stepper.step()
-            inner.method.momentum_update(min(1.0, step / total_steps))
+            inner.method.on_after_step(min(1.0, step / total_steps))
         if epoch + 1 < cfg.run.epochs:
             stream.start_next(epoch + 1)  # next epoch loads while the monitor, report and checkpoint run
         epoch_no = epoch + 1
