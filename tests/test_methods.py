@@ -79,8 +79,10 @@ def test_loss_falls_over_50_steps(name, hex_on):
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        m.momentum_update(step / 50)
-        losses.append(out.loss.item())
+        m.on_after_step(step / 50)
+        # DINO's loss is teacher entropy + KL: the entropy climbs while the centre catches up with a random
+        # teacher (a known start-up phase), so what must fall is the KL, the student matching its teacher
+        losses.append(out.terms["dino/kl"].item() if name == "dino" else out.loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.9 * first, (first, last)
 

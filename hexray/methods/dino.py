@@ -5,7 +5,8 @@ other than itself.
     L = mean over pairs (g, v), g ∈ global, v ≠ g:  −Σ_k q_g,k · log softmax(s_v / τ_s)_k,
     q_g = softmax((t_g − c) / τ_t),   c ← m_c·c + (1 − m_c)·mean_batch(t)   (centring; t from the teacher)
 
-τ_t rises linearly from `teacher_temperature_start` to `teacher_temperature` over the first
+Logged: `dino/teacher_entropy` and `dino/kl` (their sum is the loss), the two numbers that tell DINO's collapse
+modes apart. τ_t rises linearly from `teacher_temperature_start` to `teacher_temperature` over the first
 `teacher_temperature_warmup_epochs`; the teacher is an EMA of the student (`on_after_step`). With HEX enabled:
 L = α·L_HEX(z1, z2) + (1 − α)·L_DINO on the student's bottleneck embeddings of the two global crops.
 """
@@ -82,9 +83,12 @@ class DINO(SSLMethod):
         log_p = [F.log_softmax(s / self.cfg.temperature, dim=-1) for s in student]
         pairs = [(g, v) for g in range(2) for v in range(len(log_p)) if v != g]
         loss = sum(-(q[g] * log_p[v]).sum(-1).mean() for g, v in pairs) / len(pairs)
-        entropy = -(q[0] * q[0].clamp_min(1e-12).log()).sum(-1).mean()
+        # loss = mean H(q_g) + mean KL(q_g ‖ p_v): a teacher entropy near log K with KL near 0 is the uniform
+        # collapse, entropy near 0 the one-prototype collapse (DINO §5.3); early on the entropy rises while the
+        # centre catches up with a random teacher, so the KL is the term that shows the student learning
+        entropy = torch.stack([-(qg * qg.clamp_min(1e-12).log()).sum(-1).mean() for qg in q]).mean()
         base = LossOutput(loss=loss, features=e_global[:b], terms={
             "loss/dino": loss.detach(), "dino/teacher_temperature": torch.tensor(tau_t, device=loss.device),
-            "dino/teacher_entropy": entropy})
+            "dino/teacher_entropy": entropy, "dino/kl": loss.detach() - entropy})
         z1, z2 = z_global.split(b)
         return self.with_hex_auxiliary(base, z1, z2, epoch=epoch, superclass=superclass)
