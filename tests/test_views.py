@@ -40,6 +40,20 @@ def test_view_maker_refuses_normalised_input_and_unknown_recipes():
         ViewMaker("nope", 8, 0, MEAN, STD)
 
 
+def test_crop_scale_replaces_the_recipes_crop_range_in_both_places_views_are_made():
+    x, ids = _batch(size=24), torch.arange(6)
+    plain = ViewMaker("simclr", 8, 3, MEAN, STD)(x, ids, epoch=0)
+    same = ViewMaker("simclr", 8, 3, MEAN, STD, crop_scale=(0.08, 1.0))(x, ids, epoch=0)  # simclr's own range
+    assert all(torch.equal(a, b) for a, b in zip(plain, same, strict=True))
+    whole = ViewMaker("simclr", 8, 3, MEAN, STD, crop_scale=(0.2, 1.0))(x, ids, epoch=0)
+    assert not torch.allclose(whole[0], plain[0])
+    rows = _png_rows(x)
+    pipeline = two_view_batch(rows, key="k", channels=3, recipe="simclr", image_size=8, seed=3, mean=list(MEAN),
+                              std=list(STD), crop_scale=(0.2, 1.0))
+    trainer = ViewMaker("simclr", 8, 3, MEAN, STD, crop_scale=(0.2, 1.0))(x, rows["id"], epoch=0)
+    np.testing.assert_array_equal(trainer[0].numpy(), pipeline["view1"])
+
+
 def _png_rows(images: torch.Tensor) -> dict[str, np.ndarray]:
     encoded = []
     for im in images:

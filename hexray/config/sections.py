@@ -52,6 +52,8 @@ class DataConfig:
     trainer receives float views. `trainer`: Ray Data only decodes (uint8 rows on a square canvas of side
     `decode_size`; default: the dataset's own size when uniform, else image_size × 8/7) and each training worker
     augments its batch on its own device. `auto`: trainer (see `hexray.train.launch.augment_in_trainer`).
+    crop_scale: [low, high] of both global views' random-resized crop, instead of the recipe's (simclr:
+    [0.08, 1]); null = the recipe's.
     """
 
     dataset: str = "fashion-mnist"
@@ -69,9 +71,12 @@ class DataConfig:
     shuffle_buffer: int = 4096
     augment_in: Literal["auto", "pipeline", "trainer"] = "auto"
     decode_size: int | None = None
+    crop_scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.dataset), "data.dataset must name a dataset, got ''")
+        _require(self.crop_scale is None or 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0,
+                 f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {self.crop_scale!r}")
         _require(bool(self.root) or self.dataset in DATASET_NAMES,
                  choice_message("data.dataset", self.dataset, DATASET_NAMES))
         _require(not (self.root and self.path),

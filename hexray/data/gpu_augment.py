@@ -241,12 +241,16 @@ def recipe_views(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     generator: torch.Generator | None = None,
+    crop_scale: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recipe's two views of a uint8 batch; `sizes` None = every image fills the batch's H×W."""
+    """The recipe's two views of a uint8 batch; `sizes` None = every image fills the batch's H×W; `crop_scale`
+    (low, high) replaces both views' random-resized-crop scale range."""
     if sizes is None:
         sizes = torch.tensor([list(batch.shape[-2:])], dtype=torch.float32, device=batch.device).expand(
             batch.shape[0], 2)
     first, second = RECIPES[recipe]
+    if crop_scale is not None:
+        first, second = (dataclasses.replace(r, scale=tuple(crop_scale)) for r in (first, second))
     return (
         augment_view(batch, sizes, first, output_size=output_size, mean=mean, std=std, generator=generator),
         augment_view(batch, sizes, second, output_size=output_size, mean=mean, std=std, generator=generator),

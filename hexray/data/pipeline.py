@@ -107,7 +107,8 @@ def _kept(batch: dict[str, np.ndarray], ok: np.ndarray, key: str) -> dict[str, n
 
 
 def two_view_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, recipe: str, image_size: int,
-                   seed: int, mean: list[float], std: list[float], first_epoch: int = 0) -> dict[str, np.ndarray]:
+                   seed: int, mean: list[float], std: list[float], first_epoch: int = 0,
+                   crop_scale: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """map_batches UDF: encoded rows → `view1`, `view2` (float32 N×C×S×S), `label`, `superclass`, `id`."""
     import torch
 
@@ -124,7 +125,7 @@ def two_view_batch(batch: dict[str, np.ndarray], *, key: str, channels: int, rec
         x, sizes = torch.stack(images), None
     else:
         x, sizes = pad_to_batch(images)
-    maker = ViewMaker(recipe, image_size, seed, tuple(mean), tuple(std))
+    maker = ViewMaker(recipe, image_size, seed, tuple(mean), tuple(std), crop_scale=crop_scale)
     view1, view2 = maker(x, out["id"], first_epoch + _epoch(), sizes)
     return {"view1": view1.numpy(), "view2": view2.numpy(), **out}
 
@@ -218,7 +219,8 @@ def _encoded_rows(root: str | Manifest, split: str, verify: str, key: str | None
 
 def train_dataset(root: str | Manifest, *, split: str = "train", recipe: str = "simclr", image_size: int,
                   seed: int, limit: int | None = None, num_cpus: float = 0.5, batch_rows: int | None = None,
-                  verify: str = "rows", key: str | None = None, first_epoch: int = 0) -> Any:
+                  verify: str = "rows", key: str | None = None, first_epoch: int = 0,
+                  crop_scale: tuple[float, float] | None = None) -> Any:
     """Two-view training dataset (`ray.data.Dataset`) over a shard root; checks the shards before returning.
 
     verify: "size" (stat each shard), "rows" (also Parquet footers, the default), "checksum" (also sha256).
@@ -233,7 +235,7 @@ def train_dataset(root: str | Manifest, *, split: str = "train", recipe: str = "
     manifest, key, ds = _encoded_rows(root, split, verify, key, shuffle_seed=seed, num_cpus=num_cpus, limit=limit,
                                       first_epoch=first_epoch)
     kwargs = dict(key=key, channels=manifest.channels, recipe=recipe, image_size=image_size, seed=seed,
-                  mean=list(manifest.mean), std=list(manifest.std), first_epoch=first_epoch)
+                  mean=list(manifest.mean), std=list(manifest.std), first_epoch=first_epoch, crop_scale=crop_scale)
     rows = batch_rows or _rows_per_batch(manifest.channels, image_size, views=2)
     return ds.map_batches(two_view_batch, fn_kwargs=kwargs, batch_size=rows, batch_format="numpy",
                           num_cpus=num_cpus)

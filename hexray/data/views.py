@@ -27,8 +27,9 @@ def batch_generator(seed: int, epoch: int, ids: np.ndarray, device: torch.device
 
 @dataclass(frozen=True)
 class ViewMaker:
-    """Recipe, output size and normalisation of the two global views, plus `local_crops` small crops of
-    `local_size` px at `local_scale` for multi-crop methods; call it on (uint8 batch, ids, epoch)."""
+    """Recipe, output size and normalisation of the two global views (`crop_scale`: their crop scale range instead
+    of the recipe's), plus `local_crops` small crops of `local_size` px at `local_scale` for multi-crop methods;
+    call it on (uint8 batch, ids, epoch)."""
 
     recipe: str
     image_size: int
@@ -38,6 +39,7 @@ class ViewMaker:
     local_crops: int = 0
     local_size: int = 0
     local_scale: tuple[float, float] = (0.05, 0.4)
+    crop_scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -55,7 +57,7 @@ class ViewMaker:
         ids = ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
         generator = batch_generator(self.seed, epoch, ids, device=images.device)
         pair = recipe_views(images, sizes, self.recipe, output_size=self.image_size, mean=self.mean, std=self.std,
-                            generator=generator)
+                            generator=generator, crop_scale=self.crop_scale)
         if not self.local_crops:
             return pair
         return (*pair, *local_views(images, sizes, self.recipe, count=self.local_crops, output_size=self.local_size,

@@ -189,10 +189,11 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
         crops = method_view_spec(cfg.method)
         views = ViewMaker(d.recipe, d.image_size, cfg.run.seed, tuple(manifest.mean), tuple(manifest.std),
                           local_crops=crops.local_crops, local_size=crops.local_size(d.image_size),
-                          local_scale=crops.local_scale)
+                          local_scale=crops.local_scale, crop_scale=d.crop_scale)
     else:
         train = train_dataset(root, split=d.train_split, recipe=d.recipe, image_size=d.image_size,
-                              seed=cfg.run.seed, limit=d.limit_train, first_epoch=first_epoch)
+                              seed=cfg.run.seed, limit=d.limit_train, first_epoch=first_epoch,
+                              crop_scale=d.crop_scale)
     datasets = {"train": train}
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker or auto_cpus_per_worker(s.num_workers), **s.resources_per_worker}
