@@ -94,7 +94,7 @@ def test_impossible_values_name_the_key_and_range():
     assert "hex.quantile must be in (0, 1)" in _error({"hex": {"quantile": 2.0}})
     assert "hex.threshold must be one of" in _error({"hex": {"threshold": "median"}})
     assert "backbone.name must be one of" in _error({"backbone": {"name": "vit"}})
-    assert "method.name must be one of barlow, byol, moco" in _error({"method": {"name": "simclrr"}})
+    assert "method.name must be one of barlow, byol, dino, moco" in _error({"method": {"name": "simclrr"}})
     assert "did you mean 'simclr'" in _error({"method": {"name": "simclrr"}})
     assert "data.path is required" in _error({"data": {"dataset": "imagenet"}})
 

@@ -63,7 +63,7 @@ def test_pad_to_batch_and_errors():
         pad_to_batch([])
     with pytest.raises(ValueError, match="recipe"):
         two_views(_images(2), recipe="nope")
-    assert set(RECIPES) == {"simclr", "byol", "simclr_small"}
+    assert set(RECIPES) == {"simclr", "byol", "simclr_small", "dino"}
 
 
 @pytest.mark.parametrize("recipe", ["simclr", "byol"])
