@@ -22,8 +22,8 @@ LOCAL = 2
 
 def make(*, hex_on: bool = False, sem: bool = False, warmup: int = 4, local_crops: int = LOCAL):
     torch.manual_seed(0)
-    cfg = MethodConfig(name="dino", proj_hidden_dim=32, proj_output_dim=16, out_dim=64, local_crops=local_crops,
-                       teacher_temperature_warmup_epochs=warmup)
+    cfg = MethodConfig(name="dino", proj_hidden_dim=32, proj_output_dim=16, options={
+        "out_dim": 64, "local_crops": local_crops, "teacher_temperature_warmup_epochs": warmup})
     return build_method(cfg, BackboneConfig(name="convnet", in_channels=3, width=8),
                         HexConfig(enabled=hex_on, warmup_epochs=0), SEMConfig(enabled=sem, num_simplices=4,
                                                                                simplex_dim=4), max_epochs=10)
@@ -36,7 +36,7 @@ def crops(b: int = 8, seed: int = 1):
 
 
 def test_the_method_declares_its_crops_and_the_data_layer_makes_them():
-    spec = method_view_spec(MethodConfig(name="dino", local_crops=3))
+    spec = method_view_spec(MethodConfig(name="dino", options={"local_crops": 3}))
     assert spec.local_crops == 3 and spec.local_size(224) == 96 and spec.local_size(28) == 12
     assert method_view_spec(MethodConfig(name="simclr")).local_crops == 0
     maker = ViewMaker("dino", 28, 0, (0.5,), (0.25,), local_crops=3, local_size=spec.local_size(28),
@@ -83,6 +83,19 @@ def test_loss_centre_and_temperature_equal_a_plain_computation():
     assert torch.allclose(m.center, 0.9 * center + 0.1 * teacher.float().mean(0, keepdim=True), atol=1e-6)
 
 
+def test_dino_settings_live_in_its_file_and_are_checked_when_the_config_loads():
+    from hexray.config import ConfigError, load_config
+
+    cfg = load_config(None, ["method.name=dino", "method.options.local_crops=2"])
+    assert method_view_spec(cfg.method).local_crops == 2
+    with pytest.raises(ConfigError, match=r"method.options: dino has no option 'local_crop'; its options: local_crops"):
+        load_config(None, ["method.name=dino", "method.options.local_crop=2"])
+    with pytest.raises(ConfigError, match=r"method.options \(dino\): center_momentum must be in \[0, 1\)"):
+        load_config(None, ["method.name=dino", "method.options.center_momentum=1.5"])
+    with pytest.raises(ConfigError, match=r"method.options: simclr takes no options"):
+        load_config(None, ["method.options.local_crops=2"])
+
+
 def test_teacher_temperature_schedule_and_ema_after_each_step():
     m = make(warmup=4)
     assert [m.teacher_temperature(e) for e in (0, 2, 4, 9)] == pytest.approx([0.04, 0.055, 0.07, 0.07])
@@ -103,7 +116,7 @@ def test_dino_with_hex_auxiliary_trains_on_the_synthetic_hierarchy(ray_session, 
     from hexray.train.launch import run_training
 
     sets = synthetic_overrides(tmp_path, "dino", **{
-        "method.name": "dino", "method.local_crops": 2, "method.out_dim": 256, "data.recipe": "dino",
+        "method.name": "dino", "method.options": "{local_crops: 2, out_dim: 256}", "data.recipe": "dino",
         "hex.enabled": "true", "hex.warmup_epochs": 0, "hex.alpha": 0.3, "run.epochs": 3,
         "probe.knn_every_epochs": 0, "checkpoint.metric": "loss", "checkpoint.mode": "min"})
     result = run_training(load_config(None, sets), final_eval=True)
@@ -115,3 +128,17 @@ def test_dino_with_hex_auxiliary_trains_on_the_synthetic_hierarchy(ray_session, 
         assert float(r["hex/active"]) == 1.0 and float(r["loss/hex"]) > 0
     table = result.summary["evaluation"]
     assert table["pretrained"]["knn/top1@20"] > table["random_init"]["knn/top1@20"]
+
+
+def test_a_sweep_over_dino_options_is_typed_by_dino(tmp_path, capsys):
+    from hexray.cli import main
+
+    path = tmp_path / "dino.yaml"
+    path.write_text("base_config: null\noverrides: {method.name: dino, data.recipe: dino}\nmetric: dino/kl\n"
+                    "mode: min\nspace:\n  method.options.local_crops: {choice: [2, 4]}\n"
+                    "  method.options.teacher_temperature: {uniform: [0.04, 0.07]}\n")
+    assert main(["sweep", str(path), "--check", "--storage-path", str(tmp_path / "out")]) == 0
+    assert "#   method.options.local_crops: choice [2, 4]" in capsys.readouterr().out
+    path.write_text(path.read_text().replace("teacher_temperature:", "teacher_temprature:"))
+    assert main(["sweep", str(path), "--check", "--storage-path", str(tmp_path / "out")]) == 2
+    assert "dino has no option 'teacher_temprature'" in capsys.readouterr().err

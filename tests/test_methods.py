@@ -19,7 +19,7 @@ def make(name: str, *, hex_on: bool = False, sem: bool = False, seed: int = 0, c
     torch.manual_seed(seed)
     return build_method(
         MethodConfig(name=name, proj_hidden_dim=64, proj_output_dim=32, pred_hidden_dim=32, queue_size=128,
-                     local_crops=0, out_dim=64),  # dino without local crops here: tests/test_dino.py has them
+                     options={"local_crops": 0, "out_dim": 64} if name == "dino" else {}),  # test_dino.py: crops
         BackboneConfig(name="convnet", in_channels=channels, width=8),
         HexConfig(enabled=hex_on, **({"warmup_epochs": 0} | hex_kw)),
         SEMConfig(enabled=sem, num_simplices=8, simplex_dim=4),

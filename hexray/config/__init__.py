@@ -32,6 +32,7 @@ from hexray.config.sections import (
 from hexray.config.yaml_io import apply_overrides, dump_yaml, parse_yaml, read_yaml_mapping
 from hexray.losses.settings import HexConfig
 from hexray.methods import METHODS  # importing the package registers every method
+from hexray.methods.registry import check_method
 from hexray.methods.settings import MethodConfig
 from hexray.models.settings import BackboneConfig, SEMConfig
 
@@ -82,6 +83,11 @@ class TrainConfig:
                             "data.augment_in is 'pipeline'; set one of them (data.augment_in: trainer is the same)")
         if self.method.name not in METHODS:
             problems.append(choice_message("method.name", self.method.name, list(METHODS)))
+        else:
+            try:
+                check_method(self.method)
+            except ValueError as err:
+                problems.append(str(err))
         if problems:
             raise ConfigError(problems)
         if self.hex.enabled and self.hex.in_warmup(self.run.epochs - 1):

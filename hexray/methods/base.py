@@ -9,8 +9,10 @@ are those of the global batch, and DDP's averaged gradient equals the single-pro
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +69,26 @@ class SSLMethod(nn.Module):
     registered with `add_target` towards its online twin (momentum/EMA); a method may add queues, centring, ...
     """
 
+    Options: ClassVar[type | None] = None  # a dataclass of the method's own settings, filled from `method.options`
+
+    @classmethod
+    def options_of(cls, method: MethodConfig) -> Any:
+        """`method.options` as this method's `Options` dataclass (None for a method without options); an unknown
+        key or a bad value raises ValueError naming `method.options`."""
+        if cls.Options is None:
+            if method.options:
+                raise ValueError(f"method.options: {method.name} takes no options, got {sorted(method.options)}")
+            return None
+        known = [f.name for f in dataclasses.fields(cls.Options)]
+        unknown = sorted(set(method.options) - set(known))
+        if unknown:
+            raise ValueError(f"method.options: {method.name} has no option {unknown[0]!r}; its options: "
+                             f"{', '.join(known)}")
+        try:
+            return cls.Options(**method.options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"method.options ({method.name}): {err}") from err
+
     @classmethod
     def view_spec(cls, method: MethodConfig) -> ViewSpec:  # noqa: ARG003 - subclasses read their settings
         """The views this method needs, known before the model is built (the data layer makes them)."""
@@ -83,6 +105,7 @@ class SSLMethod(nn.Module):
         if not isinstance(max_epochs, int) or max_epochs < 1:
             raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}")
         self.cfg, self.hex_cfg, self.sem_cfg = method, hex, sem
+        self.options = self.options_of(method)
         self.in_channels = backbone.in_channels
         self.backbone, self.feature_dim = build_backbone(backbone)
         self.sem: SEMHead | None = None

@@ -33,6 +33,13 @@ def build_method(
     return METHODS[method.name](method, backbone, hex, sem, max_epochs)
 
 
+def check_method(method: MethodConfig) -> None:
+    """The name is registered and `method.options` fit that method's `Options` (ValueError naming the key)."""
+    if method.name not in METHODS:
+        raise ValueError(f"method.name must be one of {sorted(METHODS)}, got {method.name!r}")
+    METHODS[method.name].options_of(method)
+
+
 def method_view_spec(method: MethodConfig) -> ViewSpec:
     """The views `method.name` trains on, without building it (the driver sizes the data pipeline with it)."""
     if method.name not in METHODS:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -17,10 +18,8 @@ class MethodConfig:
       progress (BYOL eq. in §3.2; MoCo v3 §4).
     queue_size: NNCLR support-set size.
     vicreg_*: VICReg λ, μ, ν. barlow_lambda: Barlow Twins off-diagonal weight λ.
-    Teacher–student methods with prototypes (dino): local_crops (multi-crop: small crops besides the two global
-      ones), out_dim (prototypes K), teacher_temperature_start → teacher_temperature (linear over
-      teacher_temperature_warmup_epochs), center_momentum (EMA of the teacher's mean output); the student's
-      temperature is `temperature`, the head's hidden/bottleneck widths proj_hidden_dim/proj_output_dim.
+    options: the method's own settings, declared by its class (`SSLMethod.Options`, a dataclass in the method's
+      file; e.g. dino's local_crops); unknown keys and bad values are named when the config is loaded.
     """
 
     name: str = "simclr"
@@ -35,17 +34,12 @@ class MethodConfig:
     vicreg_var_coeff: float = 25.0
     vicreg_cov_coeff: float = 1.0
     barlow_lambda: float = 5e-3
-    local_crops: int = 6
-    out_dim: int = 4096
-    teacher_temperature_start: float = 0.04
-    teacher_temperature: float = 0.07
-    teacher_temperature_warmup_epochs: int = 30
-    center_momentum: float = 0.9
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"method.name must be a non-empty string, got {self.name!r}")
-        for name in ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "queue_size", "out_dim"):
+        for name in ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim", "queue_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"method.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not self.temperature > 0:
@@ -56,12 +50,6 @@ class MethodConfig:
             raise ValueError(
                 f"method.momentum_final must be in [momentum_base={self.momentum_base}, 1], got {self.momentum_final!r}"
             )
-        for name in ("teacher_temperature_start", "teacher_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"method.{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.center_momentum < 1.0:
-            raise ValueError(f"method.center_momentum must be in [0, 1), got {self.center_momentum!r}")
-        for name in ("vicreg_sim_coeff", "vicreg_var_coeff", "vicreg_cov_coeff", "barlow_lambda", "local_crops",
-                     "teacher_temperature_warmup_epochs"):
+        for name in ("vicreg_sim_coeff", "vicreg_var_coeff", "vicreg_cov_coeff", "barlow_lambda"):
             if getattr(self, name) < 0:
                 raise ValueError(f"method.{name} must be >= 0, got {getattr(self, name)!r}")

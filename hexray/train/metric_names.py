@@ -47,7 +47,7 @@ def _terms(key: str) -> frozenset[str]:
     import torch
 
     from hexray.config import load_config
-    from hexray.methods.registry import build_method
+    from hexray.methods.registry import build_method, method_view_spec
 
     raw = json.loads(key)
     epochs = raw.pop("epochs")
@@ -59,7 +59,9 @@ def _terms(key: str) -> frozenset[str]:
     generator = torch.Generator().manual_seed(0)
     method = build_method(cfg.method, cfg.backbone, cfg.hex, cfg.sem, max_epochs=epochs)
     size, batch = 16, 8
-    views = [torch.rand(batch, cfg.backbone.in_channels, size, size, generator=generator) for _ in range(2)]
+    crops = method_view_spec(cfg.method)  # the views the method declares: two global crops and any local ones
+    sides = [size, size] + [crops.local_size(size)] * crops.local_crops
+    views = [torch.rand(batch, cfg.backbone.in_channels, s, s, generator=generator) for s in sides]
     superclass = torch.arange(batch) % 2
     names: set[str] = set()
     with torch.no_grad():
