@@ -128,3 +128,33 @@ def test_nan_stop_is_found_by_its_type_in_the_workers_failures():
     assert _failure_message(err, cfg) == str(nan)
     # the same words in a message, without the type, are not a NaN stop
     assert _failure_message(RuntimeError("NonFiniteLossError: non-finite loss at step 2"), cfg) is None
+
+
+def test_a_workers_input_error_is_one_line_and_a_bug_is_not():
+    from ray.exceptions import RayTaskError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from hexray.config import load_config
+    from hexray.errors import InputError
+    from hexray.train.launch import _failure_message
+
+    cfg = load_config(None, [])
+    bad_batch = InputError("step 1 (epoch 1): view1 has 3 channels but backbone.in_channels is 1")
+    err = WorkerGroupError("rank 0 failed", {0: RayTaskError("train_fn", "Traceback ...", bad_batch)})
+    assert _failure_message(err, cfg) == str(bad_batch)
+    bug = ValueError("an invariant inside a method broke")
+    assert _failure_message(WorkerGroupError("rank 0 failed", {0: RayTaskError("train_fn", "...", bug)}), cfg) is None
+
+
+def test_a_batch_that_does_not_fit_the_config_names_the_setting():
+    import torch
+
+    from hexray.errors import InputError
+    from hexray.losses import HexConfig
+    from hexray.methods import MethodConfig, build_method
+    from hexray.models import BackboneConfig, SEMConfig
+
+    m = build_method(MethodConfig(), BackboneConfig(in_channels=1, width=8), HexConfig(enabled=False), SEMConfig(),
+                     max_epochs=2)
+    with pytest.raises(InputError, match="backbone.in_channels is 1"):
+        m(torch.zeros(4, 3, 16, 16), torch.zeros(4, 3, 16, 16), epoch=0)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hexray.distributed import gather_no_grad, gather_with_grad
+from hexray.errors import InputError
 from hexray.losses import HexConfig, HEXLoss, LossOutput, info_nce
 from hexray.methods.settings import MethodConfig
 from hexray.models import BackboneConfig, SEMConfig, SEMHead, build_backbone
@@ -233,10 +234,10 @@ class SSLMethod(nn.Module):
         self._check_inputs(view1, view2, epoch, superclass)
         wanted = self.view_spec(self.cfg).local_crops
         if len(local_views) != wanted:
-            raise ValueError(f"{type(self).__name__} takes {wanted} local crop(s), got {len(local_views)}")
+            raise InputError(f"{type(self).__name__} takes {wanted} local crop(s), got {len(local_views)}")
         for i, v in enumerate(local_views):
             if not isinstance(v, torch.Tensor) or v.dim() != 4 or v.shape[:2] != view1.shape[:2]:
-                raise ValueError(f"local view {i} must be (B, C, h, w) like view1 {tuple(view1.shape[:2])}, got "
+                raise InputError(f"local view {i} must be (B, C, h, w) like view1 {tuple(view1.shape[:2])}, got "
                                  f"{getattr(v, 'shape', type(v))}")
         extra = {"local_views": list(local_views)} if wanted else {}
         out = self.compute(view1, view2, epoch=epoch, superclass=superclass, **extra)
@@ -253,21 +254,21 @@ class SSLMethod(nn.Module):
     ) -> None:
         for name, v in (("view1", view1), ("view2", view2)):
             if not isinstance(v, torch.Tensor) or v.dim() != 4 or not v.is_floating_point():
-                raise ValueError(f"{name} must be a float tensor of shape (B, C, H, W), got "
+                raise InputError(f"{name} must be a float tensor of shape (B, C, H, W), got "
                                  f"{getattr(v, 'shape', type(v))}")
             if v.shape[1] != self.in_channels:
-                raise ValueError(f"{name} has {v.shape[1]} channels but backbone.in_channels is {self.in_channels}")
+                raise InputError(f"{name} has {v.shape[1]} channels but backbone.in_channels is {self.in_channels}")
         if view1.shape[0] != view2.shape[0]:
-            raise ValueError(f"view2 must hold as many images as view1 ({view1.shape[0]}), got {view2.shape[0]}")
+            raise InputError(f"view2 must hold as many images as view1 ({view1.shape[0]}), got {view2.shape[0]}")
         if view1.shape[0] < 2:
-            raise ValueError(f"view1 must hold at least 2 images (BatchNorm, negatives), got {view1.shape[0]}")
+            raise InputError(f"view1 must hold at least 2 images (BatchNorm, negatives), got {view1.shape[0]}")
         if not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+            raise InputError(f"epoch must be an integer >= 0, got {epoch!r}")
         if superclass is not None and (
             not isinstance(superclass, torch.Tensor) or superclass.shape != (view1.shape[0],)
             or superclass.is_floating_point()
         ):
-            raise ValueError(f"superclass must be an integer tensor of shape ({view1.shape[0]},), got "
+            raise InputError(f"superclass must be an integer tensor of shape ({view1.shape[0]},), got "
                              f"{getattr(superclass, 'shape', superclass)}")
 
 

@@ -24,14 +24,13 @@ from hexray import storage
 from hexray.checkpoint import checkpoint_epoch, find_checkpoints, resolve_checkpoint
 from hexray.config import ConfigError, TrainConfig, config_to_dict, save_config
 from hexray.data.views import ViewMaker
-from hexray.errors import RunFailedError
+from hexray.errors import RunFailedError, UserError
 from hexray.eval.runs import flatten
 from hexray.methods.registry import method_view_spec
 from hexray.train.console import LiveConsole, ProgressBoard
 from hexray.train.loggers import check_loggers, mlflow_tracking_uri
 from hexray.train.loop import train_loop_per_worker
 from hexray.train.metrics import LoggerSpec, RunRecorder
-from hexray.train.nan_guard import NonFiniteLossError
 from hexray.train.plan import WorkerPlan
 from hexray.train.quiet import quiet_console
 from hexray.train.worker_hooks import load_worker_hooks, shippable
@@ -280,10 +279,11 @@ def worker_exceptions(err: BaseException) -> list[BaseException]:
 
 
 def _failure_message(err: Exception, cfg: TrainConfig) -> str | None:
-    """A one-line user message out of Ray's wrapped worker error: the NaN guard's (found by its type in the
-    workers' failures), or a collective that timed out (torch raises those as plain RuntimeErrors: by text)."""
+    """A one-line user message out of Ray's wrapped worker error: a UserError a worker raised (the NaN guard's, a
+    batch that does not fit the config; found by type in the workers' failures), or a collective that timed out
+    (torch raises those as plain RuntimeErrors: by text). Anything else is a bug and keeps its traceback."""
     for exc in worker_exceptions(err):
-        if isinstance(exc, NonFiniteLossError):
+        if isinstance(exc, UserError):
             return str(exc)
     lowered = str(err).lower()
     if ("timed out" in lowered or "timeout" in lowered) and any(w in lowered for w in _COLLECTIVE_MARKS):

@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 from hexray.checkpoint import checkpoint_dir_name, load_state, save_state
 from hexray.distributed import convert_sync_batchnorm
+from hexray.errors import InputError
 from hexray.train.components import (
     OptimizerStepper,
     TrainModule,
@@ -35,7 +36,7 @@ from hexray.train.components import (
 )
 from hexray.train.console import Poster
 from hexray.train.metrics import progress_line
-from hexray.train.nan_guard import NanGuard, NonFiniteLossError
+from hexray.train.nan_guard import NanGuard
 from hexray.train.plan import WorkerPlan
 from hexray.train.probes import KnnMonitor, OnlineProbe
 from hexray.train.worker_hooks import HookRunner
@@ -184,8 +185,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     with fast.autocast(device):
                         out, probe_loss = model(crops, label, superclass, epoch=epoch,
                                                 use_superclass=num_super > 0)
-                except ValueError as err:  # the losses' own input checks (e.g. NaN embeddings): say where
-                    raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): {err}") from err
+                except InputError as err:  # the batch does not fit the config (e.g. its channels): say where
+                    raise InputError(f"step {step + 1} (epoch {epoch + 1}): {err}") from err
                 hooks.on_loss(info, out)
                 ok = not _any_rank(not guard.check(out, step=step + 1, epoch=epoch + 1), device)
                 if ok:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from hexray.errors import UserError
 from hexray.losses.base import LossOutput
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss went NaN/inf; the message names the step and the offending term."""
 
 
