@@ -107,6 +107,7 @@ class SSLMethod(nn.Module):
             raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}")
         self.cfg, self.hex_cfg, self.sem_cfg = method, hex, sem
         self.options = self.options_of(method)
+        self.local_crops = self.view_spec(method).local_crops  # once: forward checks every batch against it
         self.in_channels = backbone.in_channels
         self.backbone, self.feature_dim = build_backbone(backbone)
         self.sem: SEMHead | None = None
@@ -232,7 +233,7 @@ class SSLMethod(nn.Module):
         `features` = view 1's embedding (backbone features, or the SEM embedding when SEM is on; not detached),
         which the online probe reads."""
         self._check_inputs(view1, view2, epoch, superclass)
-        wanted = self.view_spec(self.cfg).local_crops
+        wanted = self.local_crops
         if len(local_views) != wanted:
             raise InputError(f"{type(self).__name__} takes {wanted} local crop(s), got {len(local_views)}")
         for i, v in enumerate(local_views):
