@@ -27,6 +27,7 @@ from hexray.data.views import ViewMaker
 from hexray.errors import RunFailedError, UserError
 from hexray.eval.runs import flatten
 from hexray.methods.registry import method_view_spec
+from hexray.train.components import cpu_amp_note, cpu_has_native_bf16
 from hexray.train.console import LiveConsole, ProgressBoard
 from hexray.train.loggers import check_loggers, mlflow_tracking_uri
 from hexray.train.loop import train_loop_per_worker
@@ -37,6 +38,7 @@ from hexray.train.worker_hooks import load_worker_hooks, shippable
 
 TRAINING_PLOT = "training_curves.png"
 LOCAL_DRIVER_RESOURCE = "hexray_driver"  # = hexray.tune.spec.DRIVER_RESOURCE (train does not import tune)
+TRAIN_POLL_S = 0.25  # Train V2 controller poll (s): how long a worker's report can wait to be taken (default 2 s)
 
 
 @dataclass
@@ -75,11 +77,16 @@ def start_local_ray(num_cpus: float, **init_kwargs: Any) -> None:
     browser, another run's driver): next to one busy process a 2-core machine's training worker got ~1/30 of a
     core and an epoch took 10× longer. A local Ray's workers keep the driver's own priority instead (so `nice
     hexray train` still lowers all of it); RAY_worker_niceness in the environment wins.
+
+    Train V2's controller takes a worker's report off the worker's one-slot queue only when it polls, every 2 s by
+    default: a run reporting every step waited ~2 s per step, and every run's start and end waited for a poll.
+    A local Ray's controller polls every `TRAIN_POLL_S`; RAY_TRAIN_HEALTH_CHECK_INTERVAL_S in the environment wins.
     """
     import ray
 
     os.environ.setdefault("RAY_num_workers_soft_limit", str(int(2 * num_cpus) + 4))  # read by the raylet at start
     os.environ.setdefault("RAY_worker_niceness", "0")  # an increment: 0 = the driver's niceness
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(TRAIN_POLL_S))  # read by Train's controller
     # The one node is also the "head/CPU node" Tune's trial drivers are pinned to (tune.spec.DRIVER_RESOURCE).
     resources = {LOCAL_DRIVER_RESOURCE: 1000.0, **init_kwargs.pop("resources", {})}
     ray.init(num_cpus=num_cpus, resources=resources, **init_kwargs)
@@ -172,6 +179,9 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
     cfg, run_dir = resolve_run(cfg, run_name, storage_path)
     cfg, root, manifest = _dataset_facts(cfg)
     check_views(cfg)
+    note = cpu_amp_note(cfg.fast, cfg.scaling.use_gpu, cpu_has_native_bf16())
+    if note:
+        print(note, flush=True)
     d = cfg.data
     train_count = manifest.split(d.train_split).count
     if d.limit_train:
