@@ -41,23 +41,29 @@ def ray_images_per_s(overrides: list[str], storage: str, name: str) -> tuple[flo
 def plain_images_per_s(overrides: list[str], batches: list[dict], epochs: int) -> float:
     from hexray.config import load_config
     from hexray.methods.registry import build_method
-    from hexray.train.components import TrainModule, build_optimization
+    from hexray.train.components import TrainModule, build_optimization, resolve_fast_path
     from hexray.train.probes import OnlineProbe
 
     cfg = load_config(None, overrides)
+    cpu = torch.device("cpu")
+    fast = resolve_fast_path(cfg.fast, cpu)  # the same precision and layout as the Ray side
     method = build_method(cfg.method, cfg.backbone, cfg.hex, cfg.sem, max_epochs=cfg.run.epochs)
     module = TrainModule(method, OnlineProbe(method.feature_dim, 10, 4))
+    if fast.channels_last:
+        module = module.to(memory_format=torch.channels_last)
     optimizer, scheduler, _ = build_optimization(module, cfg, len(batches), 1)
+    layout = torch.channels_last if fast.channels_last else torch.contiguous_format
     best = 0.0
     for epoch in range(epochs):
         start = time.perf_counter()
         for b in batches:
-            out, probe_loss = module(b["view1"], b["view2"], b["label"], b["superclass"], epoch=epoch,
-                                     use_superclass=True)
+            views = [b[k].contiguous(memory_format=layout) for k in ("view1", "view2")]
+            with fast.autocast(cpu):
+                out, probe_loss = module(views, b["label"], b["superclass"], epoch=epoch, use_superclass=True)
             optimizer.zero_grad(set_to_none=True)
             (out.loss + probe_loss).backward()
             optimizer.step()
-            method.momentum_update(0.5)
+            method.on_after_step(0.5)
             scheduler.step()
         best = max(best, len(batches) * batches[0]["view1"].shape[0] / (time.perf_counter() - start))
     return best

@@ -234,7 +234,12 @@ def test_fp16_grad_scaler_path_trains_on_cpu():
 
     fast = resolve_fast_path(FastPathSection(amp="fp16"), torch.device("cpu"))
     assert fast.amp == "fp16" and fast.grad_scaler(torch.device("cpu")).is_enabled()
-    assert resolve_fast_path(FastPathSection(), torch.device("cpu")).amp is None  # auto: off on CPU
+    cpu = torch.device("cpu")
+    assert resolve_fast_path(FastPathSection(), cpu, native_bf16=False).amp is None  # auto: off on a plain CPU
+    assert resolve_fast_path(FastPathSection(), cpu, native_bf16=True).amp == "bf16"  # bf16 where it is native
+    assert resolve_fast_path(FastPathSection(amp="off"), cpu, native_bf16=True).amp is None
+    assert resolve_fast_path(FastPathSection(), cpu).channels_last
+    assert not resolve_fast_path(FastPathSection(channels_last="off"), cpu).channels_last
     torch.manual_seed(0)
     model = nn.Linear(5, 1)
     opt = build_optimizer("sgd", parameter_groups(model, 0.0, True), lr=0.05, momentum=0.0, weight_decay=0.0)

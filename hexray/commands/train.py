@@ -57,6 +57,7 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run_training(cfg, resume_dir=args.resume, final_eval=not args.no_eval, verbose=args.verbose)
     run_dir, summary = result.run_dir.rstrip("/"), result.summary
+    _stop_ray_quietly(result.run_dir, verbose=args.verbose)
     print(f"\nsummary: {run_dir}/summary.json  (log: {run_dir}/hexray.log)")
     if summary.get("plot"):
         print(f"training curves: {summary['plot']}")
@@ -70,6 +71,19 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=1))
     sys.stdout.flush()
     return 0
+
+
+def _stop_ray_quietly(run_dir: str, *, verbose: bool) -> None:
+    """Disconnect from Ray before the closing lines: what Ray still forwards at shutdown (the raylet's worker-pool
+    warning arrived after the final table) goes to the run's log like the rest of its chatter."""
+    import ray
+
+    from hexray.train.launch import started_ray
+    from hexray.train.quiet import quiet_console
+
+    if started_ray():
+        with quiet_console(run_dir, verbose=verbose):
+            ray.shutdown()
 
 
 def _check(cfg) -> int:  # noqa: ANN001

@@ -247,12 +247,12 @@ class EvalSection:
 
 @dataclass
 class FastPathSection:
-    """Speed switches; `auto` = on when training on GPU, off on CPU (where `on`/`bf16` may still pay: on a CPU with
-    AVX512-BF16/AMX, bf16 + channels_last made the 2-core convnet step ~2× faster; the long Fashion-MNIST preset
-    sets both).
+    """Speed switches; `auto` picks what the worker's hardware runs fastest (on a CPU with AVX512-BF16/AMX, bf16
+    + channels_last made the 2-core convnet step ~2× faster than float32; docs/default-recipe.md).
 
     amp: mixed precision: `bf16` autocast, `fp16` autocast with a GradScaler (dynamic loss scaling), `auto` = bf16
-    on GPU, off on CPU; channels_last: NHWC memory format for convolutions; compile: torch.compile (off by
+    on GPU and on a CPU with native bf16, off on other CPUs; losses and evaluation stay float32. channels_last:
+    NHWC memory format for convolutions (`auto` = on, GPU and CPU); compile: torch.compile (off by
     default: compiling costs more than it saves in short runs); fused_optimizer: fused/foreach optimizer kernels;
     gpu_augment: the older spelling of `data.augment_in: trainer` (true = decode on Ray Data's CPUs, augment
     batched on the training device); kept so configs written with it still load.

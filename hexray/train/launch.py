@@ -52,8 +52,10 @@ def ensure_ray(verbose: bool = False) -> None:
     file-listing task needs one whole free CPU besides the fractional trainers. The workers' logs, from any node,
     are forwarded here (Ray deduplicates repeated lines): into the run's hexray.log, or onto the console with
     `verbose` (or HEXRAY_RAY_LOGS=1), which also shows Ray Data's progress bars (`hexray.train.quiet`)."""
+    global _STARTED_RAY
     if ray.is_initialized():
         return
+    _STARTED_RAY = True
     verbose = verbose or _verbose()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
@@ -62,6 +64,14 @@ def ensure_ray(verbose: bool = False) -> None:
         # without it the cleaner removed a live run's placement group (the worker was destroyed mid-run).
         start_local_ray(max(4, os.cpu_count() or 1), log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
+
+
+_STARTED_RAY = False
+
+
+def started_ray() -> bool:
+    """Whether `ensure_ray` connected this process to Ray (so it may disconnect; a caller's own Ray stays up)."""
+    return _STARTED_RAY and ray.is_initialized()
 
 
 def start_local_ray(num_cpus: float, **init_kwargs: Any) -> None:
