@@ -120,6 +120,13 @@ def test_nan_guard_stop_names_step_and_term():
     assert guard.check(_output(1.0, 0.5), step=3, epoch=1)
     with pytest.raises(NonFiniteLossError, match=r"step 4 .*'hex/epsilon'"):
         guard.check(_output(math.nan, math.inf), step=4, epoch=1)
+    with pytest.raises(NonFiniteLossError, match=r"step 5 .*'loss'"):
+        guard.check(_output(math.inf, 0.5), step=5, epoch=1)
+
+
+def test_nan_guard_lets_a_finite_loss_with_an_infinite_diagnostic_through():
+    """`hex.threshold: none` (the DCL control) reports ε = +∞ by design: the loss is fine, the run goes on."""
+    assert NanGuard("stop").check(_output(1.0, math.inf), step=1, epoch=1)
 
 
 def test_nan_guard_skip_counts_then_stops():
