@@ -61,13 +61,11 @@ def resolve_fast_path(fast: Any, device: torch.device, native_bf16: bool | None 
     `native_bf16` when given); channels_last on GPU and CPU (oneDNN's convolutions prefer NHWC too: ~1.2× on the
     2-core convnet step in float32); compile only on GPU. Explicit values win."""
     on_gpu, on_cpu = device.type == "cuda", device.type == "cpu"
-    if fast.amp in ("bf16", "fp16"):
-        amp = fast.amp
-    elif fast.amp == "auto" and (on_gpu or (on_cpu and (cpu_has_native_bf16() if native_bf16 is None
-                                                          else native_bf16))):
-        amp = "bf16"
+    if fast.amp == "auto":
+        native = on_cpu and (cpu_has_native_bf16() if native_bf16 is None else native_bf16)
+        amp = "bf16" if on_gpu or native else None
     else:
-        amp = None
+        amp = fast.amp if fast.amp in ("bf16", "fp16") else None
     return FastPath(
         amp=amp,
         channels_last=fast.channels_last == "on" or (fast.channels_last == "auto" and (on_gpu or on_cpu)),
