@@ -80,4 +80,10 @@ def _run(args: argparse.Namespace) -> int:
             more = f" and {split.corrupt - 5} more (manifest.json lists {len(split.corrupt_examples)})" \
                 if split.corrupt > 5 else ""
             print(f"{name}: {split.corrupt} corrupt image file(s) left out: {shown}{more}", file=sys.stderr)
+    check = manifest.source.get("raw_pixel_neighbours")
+    if check:
+        print(f"hierarchy check: an image's {check['k']} nearest raw-pixel neighbours (cosine, {check['images']} "
+              f"training images) share its superclass {100 * check['superclass']:.1f}% of the time (chance "
+              f"{100 * check['chance_superclass']:.1f}%) and its class {100 * check['class']:.1f}% (chance "
+              f"{100 * check['chance_class']:.1f}%); generator parameters: manifest.json `source`")
     return 0

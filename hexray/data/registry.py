@@ -20,7 +20,7 @@ from typing import Any
 from hexray import storage
 from hexray.data.manifest import MANIFEST_NAME, load_manifest
 from hexray.data.sources import Source, folder_source, idx_source, synthetic_source
-from hexray.data.synthetic import SyntheticSpec
+from hexray.data.synthetic import GENERATOR_VERSION, SyntheticSpec
 from hexray.errors import DataError
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -112,6 +112,9 @@ DATASETS: dict[str, Callable[[str | None, Path, dict[str, Any]], Source]] = {
 }
 
 
+CACHE_VERSIONS = {"synthetic-hierarchy": GENERATOR_VERSION}
+
+
 def build_source(name: str, *, path: str | None = None, cache_dir: str | None = None, **options: Any) -> Source:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
@@ -119,7 +122,10 @@ def build_source(name: str, *, path: str | None = None, cache_dir: str | None = 
 
 
 def shard_dir_name(name: str, path: str | None, options: dict[str, Any]) -> str:
-    """`<name>` or `<name>-<hash of path and options>`: different inputs never share a cache entry."""
+    """`<name>` or `<name>-<hash of path and options>`: different inputs never share a cache entry (nor do
+    different versions of a generator: shards of an older synthetic-hierarchy are never reused)."""
+    if name in CACHE_VERSIONS:
+        options = {**options, "generator_version": CACHE_VERSIONS[name]}
     if not path and not options:
         return name
     key = json.dumps({"path": str(Path(path).resolve()) if path else None, **options}, sort_keys=True, default=str)

@@ -163,8 +163,9 @@ def folder_source(root: str | Path, channels: int = 3) -> Source:
 
 
 def synthetic_source(spec: SyntheticSpec) -> Source:
-    """The synthetic hierarchy (splits `train` and `test`), with its superclasses attached."""
-    from hexray.data.synthetic import render
+    """The synthetic hierarchy (splits `train` and `test`), with its superclasses attached; the description (the
+    manifest's `source`) records the generator's nuisance ranges and the raw-pixel neighbour check."""
+    from hexray.data.synthetic import generator_description, raw_pixel_neighbours, render
 
     splits = []
     for split, per_class in spec.split_counts().items():
@@ -174,7 +175,9 @@ def synthetic_source(spec: SyntheticSpec) -> Source:
     sample = np.stack([render(spec, "train", int(l), i) for i, l in enumerate(splits[0].labels[::7][:256])])
     sample = sample.astype(np.float32) / 255.0
     return Source(
-        kind="synthetic-hierarchy", description={"kind": "synthetic-hierarchy", **spec.__dict__},
+        kind="synthetic-hierarchy",
+        description={"kind": "synthetic-hierarchy", **spec.__dict__, **generator_description(),
+                     "raw_pixel_neighbours": raw_pixel_neighbours(spec)},
         class_names=spec.class_names(), channels=3, image_size=spec.image_size, splits=splits,
         mean=[round(float(m), 4) for m in sample.mean((0, 1, 2))],
         std=[round(float(s), 4) for s in sample.std((0, 1, 2))],
