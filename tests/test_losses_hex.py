@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hexray.losses import HexConfig, HEXLoss, info_nce, nt_xent
+from hexray.losses.hex import negatives_mask
 from hexray.losses.thresholds import AdaptiveQuantileThreshold, CosineThreshold, StepThreshold, build_threshold
 
 KINDS = ("adaptive", "step", "cosine", "superclass")
@@ -209,6 +210,59 @@ def test_purity_on_a_hand_built_case():
     unknown = torch.tensor([0, -1, 0, 1])
     out = HEXLoss(cfg, 10).pairs(z1, z2, epoch=0, labels=unknown)  # pairs with an unknown label don't count
     assert out.terms["hex/purity"].item() == pytest.approx(0.0)
+
+
+def _plain_share(pairs: list[tuple[int, int]], labels_a: list[int], labels_c: list[int]) -> float:
+    known = [(i, j) for i, j in pairs if labels_a[i] >= 0 and labels_c[j] >= 0]
+    return sum(labels_a[i] == labels_c[j] for i, j in known) / max(len(known), 1)
+
+
+@pytest.mark.parametrize("threshold", ["adaptive", "superclass", "step", "none"])
+def test_h_diagnostics_match_a_plain_count_and_the_kernels_purity(threshold):
+    """What H(i) holds (class, superclass) and the chance level over all negatives, against a loop over pairs; the
+    superclass share equals the kernel's own `hex/purity` (same H(i))."""
+    n = 48  # anchors = candidates = two views of 24 images
+    g = torch.Generator().manual_seed(3)
+    sup_img = torch.randint(0, 3, (n // 2,), generator=g)
+    cls_img = sup_img * 2 + torch.randint(0, 2, (n // 2,), generator=g)
+    cls_img[5] = -1  # an unknown label counts nowhere
+    sup, cls = torch.cat([sup_img, sup_img]), torch.cat([cls_img, cls_img])
+    centres = F.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=1)
+    z = F.normalize(centres[cls.clamp(min=0)] + 0.4 * torch.randn(n, 8, generator=g, dtype=torch.float64), dim=1)
+    pos = torch.cat([torch.arange(n // 2, n), torch.arange(0, n // 2)])
+    cfg = HexConfig(**PAPER, threshold=threshold, start=0.8, step_down=0.0, quantile=0.9, warmup_epochs=0)
+    loss = HEXLoss(cfg, 10, kernel="dense")
+    out = loss(z, z, pos, torch.arange(n), epoch=0, labels_anchor=sup, labels_candidates=sup, classes=(cls, cls))
+    neg = negatives_mask(pos, torch.arange(n), n)
+    h = loss.threshold(z @ z.T, neg, 0, sup, sup).mask
+    h_pairs = [(i, j) for i in range(n) for j in range(n) if h[i, j]]
+    neg_pairs = [(i, j) for i in range(n) for j in range(n) if neg[i, j]]
+    s, c = sup.tolist(), cls.tolist()
+    assert out.terms["hex/purity_class"].item() == pytest.approx(_plain_share(h_pairs, c, c), abs=1e-6)
+    assert out.terms["hex/chance_class"].item() == pytest.approx(_plain_share(neg_pairs, c, c), abs=1e-6)
+    assert out.terms["hex/chance_superclass"].item() == pytest.approx(_plain_share(neg_pairs, s, s), abs=1e-6)
+    assert out.terms["hex/purity"].item() == pytest.approx(_plain_share(h_pairs, s, s), abs=1e-6)
+    if threshold == "superclass":
+        assert out.terms["hex/purity"].item() == 1.0 and out.terms["hex/purity_class"].item() < 1.0
+    if threshold == "none":
+        assert not h_pairs and out.terms["hex/purity_class"].item() == 0.0
+    assert out.terms["hex/chance_class"].item() < out.terms["hex/chance_superclass"].item()
+
+
+def test_h_diagnostics_never_touch_the_loss_or_its_gradient():
+    z1, z2, labels = _views(16, seed=4)
+    cfg = HexConfig(**PAPER, warmup_epochs=0)
+    loss = HEXLoss(cfg, 10)
+    n = z1.shape[0] * 2
+    z = torch.cat([z1, z2]).requires_grad_()
+    pos = torch.cat([torch.arange(n // 2, n), torch.arange(0, n // 2)])
+    sup = torch.cat([labels, labels])
+    plain = loss(z, z, pos, torch.arange(n), epoch=0, labels_anchor=sup, labels_candidates=sup)
+    (grad_plain,) = torch.autograd.grad(plain.loss, z)
+    diag = loss(z, z, pos, torch.arange(n), epoch=0, labels_anchor=sup, labels_candidates=sup, classes=(sup, sup))
+    (grad_diag,) = torch.autograd.grad(diag.loss, z)
+    assert torch.equal(plain.loss, diag.loss) and torch.equal(grad_plain, grad_diag)
+    assert "hex/purity_class" in diag.terms and "hex/purity_class" not in plain.terms
 
 
 def test_warmup_returns_infonce_with_the_same_term_keys():

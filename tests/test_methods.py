@@ -41,7 +41,8 @@ def test_registry_holds_every_method():
 def test_forward_backward(name, hex_on, sem):
     m = make(name, hex_on=hex_on, sem=sem)
     v1, v2 = views()
-    out = m(v1, v2, epoch=0, superclass=torch.tensor([0, 1, 0, 1, 2, 2, -1, 0]))
+    out = m(v1, v2, epoch=0, superclass=torch.tensor([0, 1, 0, 1, 2, 2, -1, 0]),
+            label=torch.tensor([0, 2, 1, 3, 4, 5, 6, 0]))
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
     assert out.features.shape == (8, m.feature_dim) and out.features.requires_grad
     for key, value in out.terms.items():
@@ -49,6 +50,8 @@ def test_forward_backward(name, hex_on, sem):
     if hex_on:
         assert {"loss/hex", "hex/epsilon", "hex/h_size", "hex/purity", "hex/local_denominator",
                 "hex/global_denominator"} <= set(out.terms)
+        queue = name in ("moco", "nnclr")  # candidates from a queue carry no labels: no H(i) class diagnostics
+        assert queue != ({"hex/purity_class", "hex/chance_class", "hex/chance_superclass"} <= set(out.terms))
     out.loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.backbone.parameters())
     assert any(float(p.grad.abs().sum()) > 0 for p in m.backbone.parameters())

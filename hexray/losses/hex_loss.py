@@ -32,11 +32,13 @@ from hexray.losses.hex import (
     keep_global_nonempty,
     negatives_mask,
 )
+from hexray.losses.hex_diagnostics import hierarchy_diagnostics
 from hexray.losses.infonce import info_nce
 from hexray.losses.settings import HexConfig
 from hexray.losses.thresholds import AdaptiveQuantileThreshold, build_threshold
 
 KERNELS = ("auto", "dense", "sparse", "reference")
+DIAGNOSTIC_ROWS = 256
 _STAT_TERMS = ("hex/epsilon", "hex/h_size", "hex/local_denominator", "hex/global_denominator")
 
 
@@ -89,11 +91,14 @@ class HEXLoss(nn.Module):
         epoch: int,
         labels_anchor: torch.Tensor | None = None,
         labels_candidates: torch.Tensor | None = None,
+        classes: tuple[torch.Tensor, torch.Tensor] | None = None,
         validate: bool = True,
     ) -> LossOutput:
         """Row i of `anchors` against all `candidates`; `candidates[positive_index[i]]` is its positive and
-        `candidates[self_index[i]]` (if given) the anchor itself. Labels (int64, −1 unknown) feed `hex/purity`
-        and the `superclass` oracle. `validate=False` skips the value checks that cost a host sync."""
+        `candidates[self_index[i]]` (if given) the anchor itself. Labels (int64, −1 unknown; superclasses) feed
+        `hex/purity` and the `superclass` oracle. `classes` (anchors', candidates' fine labels) add what H(i)
+        holds against chance (hexray.losses.hex_diagnostics); never used by the loss itself.
+        `validate=False` skips the value checks that cost a host sync."""
         check_contrastive_shapes(anchors, candidates, positive_index, self_index)
         check_labels("labels_anchor", labels_anchor, anchors.shape[0])
         check_labels("labels_candidates", labels_candidates, candidates.shape[0])
@@ -134,7 +139,28 @@ class HEXLoss(nn.Module):
         }
         if with_purity:
             terms["hex/purity"] = st["purity"].float()
+        if classes is not None:
+            terms.update(self._diagnostics(sim.detach(), eps, positive_index, self_index, epoch, lab_a, lab_c,
+                                           classes))
         return LossOutput(loss=loss, terms=terms)
+
+    def _diagnostics(self, sim, eps, positive_index, self_index, epoch, labels_a, labels_c, classes):
+        """H(i) as the loss chose it (same threshold and ε, same guard on G(i)), against class and superclass
+        labels, for the first DIAGNOSTIC_ROWS anchors (a random sample of the batch: ~5% of a CPU step at any
+        batch size, where all rows cost as much as the loss at 1024 anchors)."""
+        r = slice(0, min(sim.shape[0], DIAGNOSTIC_ROWS))
+        sim, positive_index = sim[r], positive_index[r]
+        self_index = None if self_index is None else self_index[r]
+        sup = None if labels_a is None else (labels_a[r], labels_c)
+        neg = negatives_mask(positive_index, self_index, sim.shape[1])
+        if isinstance(self.threshold, AdaptiveQuantileThreshold):
+            h = hierarchical_set(sim, neg, eps)
+        else:
+            h = self.threshold(sim, neg, epoch, *(sup or (None, None))).mask
+        h = keep_global_nonempty(h, neg, self.cfg)
+        out = hierarchy_diagnostics(h, neg, (classes[0][r], classes[1]), sup)
+        out.pop("hex/purity_superclass", None)  # = `hex/purity`, which the kernels compute
+        return out
 
     def _reference(self, sim, positive_index, self_index, epoch, labels_a, labels_c):
         """hexray.losses.hex on whole masks, with the same statistics as the kernels."""

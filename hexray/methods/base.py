@@ -114,6 +114,7 @@ class SSLMethod(nn.Module):
         self.hex_loss = HEXLoss(hex, max_epochs) if hex.enabled else None
         self._targets: list[tuple[str, str]] = []
         self.momentum = method.momentum_base
+        self._diagnostic_classes: torch.Tensor | None = None
 
     # ----------------------------------------------------------------- building blocks for subclasses
     def make_sem(self) -> tuple[SEMHead | None, int]:
@@ -180,14 +181,17 @@ class SSLMethod(nn.Module):
         epoch: int,
         labels_anchor: torch.Tensor | None = None,
         labels_candidates: torch.Tensor | None = None,
+        classes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> LossOutput:
         """HEX when enabled (it falls back to InfoNCE during its warm-up), else InfoNCE with `method.temperature`.
+        `classes` (fine labels of anchors and candidates) only feed HEX's diagnostics of what H(i) holds.
 
         Inputs are built here (F.normalize, generated indices), so the losses' host-syncing checks are skipped.
         """
         if self.hex_loss is not None:
             return self.hex_loss(anchors, candidates, positive_index, self_index, epoch=epoch,
-                                 labels_anchor=labels_anchor, labels_candidates=labels_candidates, validate=False)
+                                 labels_anchor=labels_anchor, labels_candidates=labels_candidates, classes=classes,
+                                 validate=False)
         return info_nce(anchors, candidates, positive_index, self_index, self.cfg.temperature, validate=False)
 
     def global_pairs(
@@ -200,11 +204,15 @@ class SSLMethod(nn.Module):
         gather = (lambda t: t) if self.hex_cfg.negatives == "local" else gather_with_grad
         z = torch.cat([gather(F.normalize(z1, dim=1)), gather(F.normalize(z2, dim=1))])
         pos, self_idx = pair_layout(z.shape[0] // 2, z.device)
-        labels = None
-        if superclass is not None:
-            g = superclass if self.hex_cfg.negatives == "local" else gather_no_grad(superclass)
-            labels = torch.cat([g, g])
-        return self.contrastive(z, z, pos, self_idx, epoch=epoch, labels_anchor=labels, labels_candidates=labels)
+        def both_views(labels: torch.Tensor | None) -> torch.Tensor | None:
+            if labels is None:
+                return None
+            g = labels if self.hex_cfg.negatives == "local" else gather_no_grad(labels)
+            return torch.cat([g, g])
+
+        labels, fine = both_views(superclass), both_views(self._diagnostic_classes)
+        return self.contrastive(z, z, pos, self_idx, epoch=epoch, labels_anchor=labels, labels_candidates=labels,
+                                classes=None if fine is None else (fine, fine))
 
     def with_hex_auxiliary(
         self, base: LossOutput, z1: torch.Tensor, z2: torch.Tensor, *, epoch: int,
@@ -227,12 +235,16 @@ class SSLMethod(nn.Module):
     # ----------------------------------------------------------------- the public step
     def forward(
         self, view1: torch.Tensor, view2: torch.Tensor, *local_views: torch.Tensor, epoch: int,
-        superclass: torch.Tensor | None = None
+        superclass: torch.Tensor | None = None, label: torch.Tensor | None = None,
     ) -> LossOutput:
         """Loss of one batch of two augmented global views (and the local crops the method declared);
         `features` = view 1's embedding (backbone features, or the SEM embedding when SEM is on; not detached),
-        which the online probe reads."""
+        which the online probe reads. `label` (fine classes) never reaches the loss: with HEX on it measures what
+        H(i) holds (`hex/purity_class`, `hex/chance_*`; hexray.losses.hex_diagnostics)."""
         self._check_inputs(view1, view2, epoch, superclass)
+        if label is not None and (not isinstance(label, torch.Tensor) or label.shape != (view1.shape[0],)):
+            raise InputError(f"label must be a tensor of shape ({view1.shape[0]},), got "
+                             f"{getattr(label, 'shape', label)}")
         wanted = self.local_crops
         if len(local_views) != wanted:
             raise InputError(f"{type(self).__name__} takes {wanted} local crop(s), got {len(local_views)}")
@@ -241,7 +253,11 @@ class SSLMethod(nn.Module):
                 raise InputError(f"local view {i} must be (B, C, h, w) like view1 {tuple(view1.shape[:2])}, got "
                                  f"{getattr(v, 'shape', type(v))}")
         extra = {"local_views": list(local_views)} if wanted else {}
-        out = self.compute(view1, view2, epoch=epoch, superclass=superclass, **extra)
+        self._diagnostic_classes = label  # read by global_pairs during this call only
+        try:
+            out = self.compute(view1, view2, epoch=epoch, superclass=superclass, **extra)
+        finally:
+            self._diagnostic_classes = None
         out.terms = {k: v.detach() for k, v in out.terms.items()}  # logged terms must not keep the graph alive
         return out
 

@@ -86,7 +86,7 @@ class TrainModule(nn.Module):
 
     def forward(self, views, label, superclass, *, epoch: int, use_superclass: bool):  # noqa: ANN001
         """`views`: the two global crops, then any local crops the method declared."""
-        out = self.method(*views, epoch=epoch, superclass=superclass if use_superclass else None)
+        out = self.method(*views, epoch=epoch, superclass=superclass if use_superclass else None, label=label)
         probe_loss = None
         if self.probe is not None and out.features is not None:
             probe_loss = self.probe(out.features, label, superclass)

@@ -66,7 +66,7 @@ def _terms(key: str) -> frozenset[str]:
     names: set[str] = set()
     with torch.no_grad():
         for epoch in sorted({0, epochs - 1}):
-            names.update(method(*views, epoch=epoch, superclass=superclass).terms)
+            names.update(method(*views, epoch=epoch, superclass=superclass, label=torch.arange(batch)).terms)
     return frozenset(names)
 
 
