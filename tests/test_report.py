@@ -123,3 +123,72 @@ def test_per_run_plots_of_sweep_trials_named_alike_do_not_overwrite_each_other(t
     write_report([tmp_path / "sweep"], tmp_path / "out")
     copied = sorted((tmp_path / "out" / "plots" / "per_run").glob("*accuracy.png"))
     assert len(copied) == 2 and {p.read_bytes() for p in copied} == {b"png-of-simclr", b"png-of-byol"}
+
+
+def _armed_runs(root, arms: dict[str, list[float]], *, method: str = "simclr", base_numbers=(0.70, 0.72, 0.74)):
+    """Sweep-trial-like runs (config with run.arm, final_eval.json, no summary table): one per arm and seed, with
+    kNN fine = the given numbers per seed and raw pixels at 0.60."""
+    import yaml
+
+    for arm, fine in {"base": list(base_numbers), **arms}.items():
+        for seed, value in enumerate(fine):
+            run = write_fake_run(root / f"{method}_{arm.replace(' ', '_')}_s{seed}", method=method, seed=seed,
+                                 checkpoints=False, summary={"final_metrics": {}},
+                                 metrics={"hex/purity_class": [0.2, 0.3, 0.4], "hex/chance_class": [0.1] * 3,
+                                          "hex/chance_superclass": [0.3] * 3})
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            cfg["run"]["arm"] = arm
+            (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (run / "final_eval.json").write_text(json.dumps({
+                "final/pretrained/knn/top1@20": value, "final/pretrained/probe/top1": value + 0.01,
+                "final/random_init/knn/top1@20": 0.40, "final/raw_pixels/knn/top1@20": 0.60}))
+    return root
+
+
+def test_arms_are_paired_by_seed_with_a_t_interval_next_to_the_baselines(tmp_path):
+    # 'shifted' = base + 2 points on every seed: a paired interval of zero width; 'noisy' differences (+3, -3, 0)
+    # average 0 and their interval covers it
+    _armed_runs(tmp_path / "exp", {"shifted": [0.72, 0.74, 0.76], "noisy": [0.73, 0.69, 0.74]})
+    md = write_report([tmp_path / "exp"], tmp_path / "out").read_text()
+    assert "## Controlled comparisons (arms paired by seed)" in md and "### synthetic-hierarchy, simclr: 3 arms" in md
+    assert "| **base** | 3 (0,1,2) | 72.0 ± 2.0 | 73.0 ± 2.0 |" in md
+    assert "| raw pixels | 3 (0,1,2) | 60.0 ± 0.0 | — |" in md
+    assert "| random-init network | 3 (0,1,2) | 40.0 ± 0.0 |" in md
+    shifted = ("| **shifted** | +2.00 [+2.00, +2.00] ✱ | +2.00 [+2.00, +2.00] ✱ | "
+               "kNN@20 fine up 2.00; probe fine up 2.00 |")
+    assert shifted in md
+    half = 4.303 * 3.0 / 3 ** 0.5  # t_{0.975, 2} · sd / √n with differences (+3, −3, 0)
+    assert f"| **noisy** | +0.00 [{-half:+.2f}, {half:+.2f}] |" in md and "no detectable effect at this scale" in md
+    assert "(plots/arms_synthetic-hierarchy_simclr.png)" in md and (tmp_path / "out/plots/arms_synthetic-hierarchy_"
+                                                                     "simclr.png").stat().st_size > 10_000
+    assert "| synthetic-hierarchy | simclr | HEX |" not in md  # armed runs are not also in the unpaired tables
+
+
+def test_report_into_a_markdown_file_keeps_the_text_around_its_marks(tmp_path):
+    from hexray.eval.report import BEGIN_MARK, END_MARK
+
+    _armed_runs(tmp_path / "exp", {"shifted": [0.72, 0.74, 0.76]})
+    doc = tmp_path / "docs" / "results.md"
+    doc.parent.mkdir()
+    doc.write_text(f"# Results\n\nWritten by hand.\n\n{BEGIN_MARK}\nold tables\n{END_MARK}\n\n## Protocol\n\nKept.\n")
+    assert main(["report", str(tmp_path / "exp"), "--out", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nWritten by hand.") and text.endswith("## Protocol\n\nKept.\n")
+    assert "old tables" not in text and "| **shifted** |" in text
+    assert "(results/plots/arms_synthetic-hierarchy_simclr.png)" in text
+    assert (tmp_path / "docs/results/plots/arms_synthetic-hierarchy_simclr.png").is_file()
+
+
+def test_paired_difference_matches_a_plain_t_interval():
+    from hexray.eval.paired import paired_difference, reading, t975
+
+    d = paired_difference({0: 0.5, 1: 0.7, 2: 0.9, 3: 0.4}, {0: 0.4, 1: 0.5, 2: 0.6, 9: 0.0})  # seed 3, 9 unpaired
+    diffs = [0.1, 0.2, 0.3]
+    mean = sum(diffs) / 3
+    sd = (sum((x - mean) ** 2 for x in diffs) / 2) ** 0.5
+    assert d.seeds == (0, 1, 2) and abs(d.mean - mean) < 1e-12
+    assert abs(d.low - (mean - 4.303 * sd / 3 ** 0.5)) < 1e-12 and not d.detectable  # the interval covers 0
+    assert t975(1) == 12.706 and t975(30) == 2.042 and t975(100) == 1.96
+    single = paired_difference({0: 0.5}, {0: 0.4})
+    assert single.low is None and not single.detectable and reading([("kNN", single)]) == "one seed: no interval"
+    assert paired_difference({0: 0.5}, {1: 0.4}) is None

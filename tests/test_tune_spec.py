@@ -291,3 +291,51 @@ def test_the_trials_data_is_checked_before_ray(overrides, message, tmp_path):
                             "data.options": {"images_per_class": 4}, **overrides})
     with pytest.raises(SweepError, match=re.escape(message)):
         prepare_sweep(spec, storage_path=str(tmp_path))
+
+
+ARMS = [{"name": "base", "hex.threshold": "none", "hex.variant": "decomposed", "hex.beta": 0},
+        {"name": "oracle w_h=0", "hex.threshold": "superclass", "hex.variant": "decomposed", "hex.local_weight": 0}]
+
+
+def test_arms_run_with_every_point_of_the_space_and_label_their_trials(tmp_path):
+    from ray.tune.search.variant_generator import generate_variants
+
+    spec = sweep_from_dict({"space": {"run.seed": {"grid": [0, 1, 2]}}, "arms": ARMS, "trial": {"final_eval": True}})
+    assert [a.name for a in spec.arms] == ["base", "oracle w_h=0"] and spec.trial.final_eval
+    assert trial_count(spec) == 6
+    trials = [flatten_trial_config(v["config"]) for _, v in generate_variants({"config": to_tune_space(spec)})]
+    assert len(trials) == 6
+    assert {(t["run.arm"], t["run.seed"]) for t in trials} == {(a, s) for a in ("base", "oracle w_h=0")
+                                                               for s in (0, 1, 2)}
+    oracle = next(t for t in trials if t["run.arm"] == "oracle w_h=0")
+    assert oracle["hex.threshold"] == "superclass" and oracle["hex.local_weight"] == 0
+    base = {"run.arm": "base", "hex.threshold": "none", "hex.variant": "decomposed", "hex.beta": 0}
+    assert base in candidate_assignments(spec)  # what `prepare_sweep` checks before any trial
+    prepare_sweep(spec, storage_path=str(tmp_path))  # every arm's keys fit the training config
+
+
+@pytest.mark.parametrize("raw, named", [
+    ({"arms": [{"name": "a"}, {"name": "a"}]}, r"arms\[1\].name: 'a' names two arms"),
+    ({"arms": [{"hex.beta": 1}]}, r"arms\[0\].name: expected a non-empty string"),
+    ({"arms": [{"name": "a", "hex..beta": 1}]}, r"arms\[0\] \(a\).hex..beta: expected a dotted config key"),
+    ({"arms": [{"name": "a", "hex.beta": 1}], "space": {"hex.beta": {"grid": [0, 1]}}}, r"arms \(a\).hex.beta: also"),
+    ({"arms": [{"name": "a", "run.arm": "b"}]}, r"arms\[0\] \(a\).run.arm: set by the arm's name"),
+    ({"arms": {"a": {}}}, "arms: expected a list"),
+    ({"trial": {"final_eval": "yes"}}, "trial.final_eval: expected true or false"),
+])
+def test_bad_arms_name_the_arm_and_key(raw, named):
+    with pytest.raises(SweepError, match=named):
+        sweep_from_dict({"space": {"run.seed": {"grid": [0]}}, **raw})
+
+
+def test_an_arm_value_that_does_not_fit_the_config_names_the_arm(tmp_path):
+    spec = sweep_from_dict({"space": {"run.seed": {"grid": [0]}},
+                            "arms": [{"name": "ok"}, {"name": "bad", "hex.threshold": "sometimes"}]})
+    with pytest.raises(SweepError, match=r"arms \(bad\).hex.threshold: value 'sometimes'"):
+        prepare_sweep(spec, storage_path=str(tmp_path))
+
+
+def test_the_final_table_report_never_reaches_tune():
+    from hexray.tune.driver import is_epoch_end
+
+    assert not is_epoch_end([{"epoch": 3, "final_eval": 1, "final/pretrained/knn/top1@20": 0.8}])

@@ -10,7 +10,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="Markdown comparison of runs (base vs HEX, mean ± std over seeds)",
                               description=__doc__)
     p.add_argument("paths", nargs="+", help="run directories and/or directories holding runs (a sweep's dir)")
-    p.add_argument("--out", required=True, help="output directory for report.md and plots/")
+    p.add_argument("--out", required=True,
+                   help="a directory (report.md and plots/ inside) or a .md file (plots in <folder>/<stem>/plots/; "
+                        "a file holding the `hexray report: begin/end` marks keeps its text outside them)")
     p.add_argument("--title", default="hexray report", help="the report's heading")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="write report.md only, no PNG plots")
     p.set_defaults(func=_run)

@@ -71,8 +71,11 @@ def _describe(prepared) -> str:  # noqa: ANN001 - a runner.PreparedSweep
              "pbt": f"pbt (every {s.perturbation_interval} epochs)"}.get(s.kind, s.kind)
     space = describe_space(spec.space, "#   ")
     mutations = describe_space(spec.scheduler.hyperparam_mutations, "#   ")
+    arms = [f"#   {a.name}: " + (", ".join(f"{k}={v!r}" for k, v in a.overrides.items()) or "(the base config)")
+            for a in spec.arms]
     return "\n".join([
         f"# sweep {spec.name!r} OK: searches {', '.join(spec.searched_keys())}; metric {spec.metric} ({spec.mode})",
+        *(["# arms (each with every point of the space):", *arms] if arms else []),
         "# space:", *space, *(["# PBT perturbs:", *mutations] if mutations else []),
         f"# {trial_count(spec)} trial(s): {spec.num_samples} sample(s) per grid point, "
         f"{spec.max_concurrent_trials} at a time, scheduler {sched}, search {spec.search.algorithm}",

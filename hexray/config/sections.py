@@ -279,6 +279,8 @@ class RunSection:
     on_nan: a NaN/inf loss `stop`s the run naming the step and term, or `skip`s the step (at most max_nan_skips).
     worker_hooks: "module:name" import paths of objects run inside every training worker at each step
       (hexray.train.worker_hooks: `on_batch(info)`, `on_loss(info, out)`); `name` is called with no arguments.
+    arm: the experimental arm this run belongs to (a sweep's `arms:` sets it); `hexray report` groups runs by it and
+      pairs each arm with the arm named `base` by seed. A label only: it changes nothing in training.
     """
 
     name: str | None = None
@@ -291,6 +293,7 @@ class RunSection:
     progress: bool = True
     loggers: tuple[str, ...] = ("tensorboard",)
     worker_hooks: tuple[str, ...] = ()
+    arm: str | None = None
 
     def __post_init__(self) -> None:
         _positive("run", self, "epochs")

@@ -158,15 +158,28 @@ def plot_run_curves(metrics: Any, path: str | Path | StoragePath, *,
             ax.plot(*per_epoch(metrics, panel), "-o", ms=3, label="mean |H(i)|")
             ax.set(title="Hierarchical set size |H(i)|", ylabel="samples per anchor")
         else:
-            x, y = per_epoch(metrics, panel)
-            ax.plot(x, [100 * v for v in y], "-o", ms=3, label="H(i) superclass purity")
-            if purity_chance is not None:
-                ax.axhline(100 * purity_chance, color="grey", ls="--", label=f"chance ({100 * purity_chance:.0f}%)")
-            ax.set(title="H(i) superclass purity", ylabel="same superclass (%)")
+            _purity_panel(ax, metrics, purity_chance)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _purity_panel(ax: Any, metrics: Any, purity_chance: float | None) -> None:
+    """H(i)'s share of the anchor's superclass (and class, when logged), each with its chance level: the same share
+    among all the anchor's negatives (logged per step), else the split's Σ p² (`purity_chance`)."""
+    for key, chance_key, what, colour in (("hex/purity", "hex/chance_superclass", "superclass", "C0"),
+                                          ("hex/purity_class", "hex/chance_class", "class", "C1")):
+        x, y = per_epoch(metrics, key)
+        if not x:
+            continue
+        ax.plot(x, [100 * v for v in y], "-o", ms=3, color=colour, label=f"H(i) shares the {what}")
+        cx, cy = per_epoch(metrics, chance_key)
+        if cx:
+            ax.plot(cx, [100 * v for v in cy], "--", color=colour, label=f"chance: any negative ({what})")
+        elif what == "superclass" and purity_chance is not None:
+            ax.axhline(100 * purity_chance, color=colour, ls="--", label=f"chance ({100 * purity_chance:.0f}%)")
+    ax.set(title="What H(i) holds", ylabel="pairs with the anchor's label (%)")
 
 
 def plot_accuracy(metrics: Any, trajectory: Sequence[Mapping[str, Any]], path: str | Path | StoragePath,
@@ -230,4 +243,64 @@ def plot_group_curves(curves: Mapping[str, Sequence[tuple[list[float], list[floa
         return None
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _mean_curve(frames: Sequence[Any], key: str, scale: float) -> tuple[list[float], list[float], list[float],
+                                                                          list[float]]:
+    """(epochs all runs logged, mean, min, max) of `key` × scale over the runs' metrics frames."""
+    runs = [per_epoch(f, key) for f in frames]
+    runs = [r for r in runs if r[0]]
+    if not runs:
+        return [], [], [], []
+    common = sorted(set(runs[0][0]).intersection(*[set(r[0]) for r in runs[1:]]))
+    values = [[dict(zip(x, y, strict=True))[e] * scale for e in common] for x, y in runs]
+    columns = list(zip(*values, strict=True))
+    return common, [sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
+
+
+ARM_PANELS = (
+    ("knn/top1", None, 100.0, "kNN monitor, class", "accuracy (%)"),
+    ("knn/superclass", None, 100.0, "kNN monitor, superclass", "accuracy (%)"),
+    ("hex/epsilon", None, 1.0, "threshold ε", "cosine similarity"),
+    ("hex/h_size", None, 1.0, "mean |H(i)|", "samples per anchor"),
+    ("hex/purity_class", "hex/chance_class", 100.0, "H(i) shares the anchor's class", "pairs (%)"),
+    ("hex/purity", "hex/chance_superclass", 100.0, "H(i) shares the anchor's superclass", "pairs (%)"),
+)
+
+
+def plot_arm_panels(arms: Mapping[str, Sequence[Any]], path: str | Path | StoragePath, *,
+                    title: str) -> StoragePath | None:
+    """One figure per arm group: per epoch (mean over seeds, band = min..max), the kNN monitor, ε, mean |H(i)| and
+    what H(i) holds next to chance (the same share among all negatives: one dashed grey line, since paired arms
+    see the same batches). Arms whose H(i) is always empty (no threshold) are left out of the H(i) panels."""
+    drawn_panels = [p for p in ARM_PANELS if any(_mean_curve(frames, p[0], 1.0)[0] for frames in arms.values())]
+    if not drawn_panels:
+        return None
+    cols = min(3, len(drawn_panels))
+    rows = -(-len(drawn_panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(drawn_panels):]:
+        ax.set_visible(False)
+    colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
+    for ax, (key, chance_key, scale, panel_title, ylabel) in zip(axes.flat, drawn_panels, strict=False):
+        for arm, frames in arms.items():
+            if key.startswith("hex/") and key != "hex/epsilon" and not any(
+                    v > 0 for v in _mean_curve(frames, "hex/h_size", 1.0)[1]):
+                continue  # H(i) empty throughout: nothing to measure
+            x, mean, lo, hi = _mean_curve(frames, key, scale)
+            if not x:
+                continue
+            ax.plot(x, mean, "-o", ms=3, color=colours[arm], label=f"{arm} (n={len(frames)})")
+            if len(frames) > 1:
+                ax.fill_between(x, lo, hi, alpha=0.15, color=colours[arm])
+        if chance_key:
+            chance = next((c for frames in arms.values() if (c := _mean_curve(frames, chance_key, scale))[0]), None)
+            if chance:
+                ax.plot(chance[0], chance[1], "--", color="grey", label="chance: any negative")
+        ax.set(title=panel_title, xlabel="epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=6)
+    fig.suptitle(title)
     return _save(fig, path)

@@ -19,12 +19,14 @@ from typing import Any
 
 from hexray.eval.runs import (
     EVAL_FILE,
+    FINAL_EVAL_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     find_run_dirs,
     flatten,
     per_epoch,
     read_config_dict,
+    read_final_table,
     read_json,
     read_metrics,
 )
@@ -59,6 +61,11 @@ class RunRecord:
     def seed(self) -> Any:
         return self.get("run.seed")
 
+    @property
+    def arm(self) -> str:
+        """The run's arm (`run.arm`, set by a sweep's `arms:`), '' for runs outside a controlled comparison."""
+        return str(self.get("run.arm") or "")
+
 
 def load_record(run: StoragePath) -> RunRecord:
     """Config + the best available numbers of one run dir (eval.json over summary.json), each with the settings
@@ -66,14 +73,15 @@ def load_record(run: StoragePath) -> RunRecord:
     config = read_config_dict(run)
     ev = read_json(run / EVAL_FILE)
     summary = read_json(run / SUMMARY_FILE) or {}
-    evaluation = summary.get("evaluation") or {}
+    evaluation = summary.get("evaluation") or read_final_table(run)  # a sweep trial has final_eval.json only
     baselines = {k: v for k, v in evaluation.items() if k != "pretrained" and isinstance(v, dict)}
     end_of_run = _end_of_run_scoring(config) if evaluation else ""
     if ev and ev.get("metrics"):
         return RunRecord(run, config, dict(ev["metrics"]), EVAL_FILE, baselines, dict(ev.get("plots") or {}),
                          scoring=_offline_scoring(ev.get("settings") or {}), baseline_scoring=end_of_run)
     if isinstance(evaluation.get("pretrained"), dict):
-        return RunRecord(run, config, dict(evaluation["pretrained"]), SUMMARY_FILE, baselines, scoring=end_of_run,
+        source = SUMMARY_FILE if summary.get("evaluation") else FINAL_EVAL_FILE
+        return RunRecord(run, config, dict(evaluation["pretrained"]), source, baselines, scoring=end_of_run,
                          baseline_scoring=end_of_run)
     final, source = summary.get("final_metrics") or {}, SUMMARY_FILE
     if "knn/top1" not in final:  # a sweep trial writes no summary.json: its last epoch in metrics.csv
@@ -130,7 +138,7 @@ def _is_neutral(key: str) -> bool:
 
 def _primary(r: RunRecord) -> tuple:
     return (str(r.get("data.dataset")), str(r.get("method.name")), bool(r.get("sem.enabled", False)),
-            bool(r.get("hex.enabled", False)))
+            bool(r.get("hex.enabled", False)), r.arm)
 
 
 @dataclass
@@ -139,11 +147,14 @@ class Group:
     method: str
     sem: bool
     hex: bool
+    arm: str
     variant: str
     runs: list[RunRecord]
 
     @property
     def label(self) -> str:
+        if self.arm:  # an arm names what it is; its keys are in the sweep file
+            return f"{self.method}{'+SEM' if self.sem else ''}: {self.arm}"
         name = self.method + ("+SEM" if self.sem else "") + (" +HEX" if self.hex else " base")
         return f"{name} [{self.variant}]" if self.variant else name
 
@@ -157,13 +168,13 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
     for key, runs in primary.items():
         flat = [{k: v for k, v in flatten(r.config).items() if not _is_neutral(k)} for r in runs]
         keys = sorted({k for f in flat for k in f})
-        varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+        varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1] if not key[-1] else []
         sub: dict[str, list[RunRecord]] = defaultdict(list)
         for r, f in zip(runs, flat, strict=True):
             sub[", ".join(f"{k}={f.get(k)}" for k in varying)].append(r)
         for variant, members in sub.items():
             groups.append(Group(*key, variant=variant, runs=sorted(members, key=lambda r: str(r.seed))))
-    return sorted(groups, key=lambda g: (g.dataset, g.method, g.sem, g.hex, g.variant))
+    return sorted(groups, key=lambda g: (g.dataset, g.method, g.sem, g.arm != "base", g.arm, g.hex, g.variant))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -191,14 +202,14 @@ def comparison_table(groups: Sequence[Group]) -> tuple[str, list[tuple[str, str]
         method = g.method + ("+SEM" if g.sem else "")
         seeds = ",".join(str(r.seed) for r in g.runs)
         cells = [format_cell([r.metrics[k] for r in g.runs if k in r.metrics]) for k, _ in cols]
-        lines.append("| " + " | ".join([g.dataset, method, "HEX" if g.hex else "base", g.variant or "—",
+        lines.append("| " + " | ".join([g.dataset, method, "HEX" if g.hex else "base", g.arm or g.variant or "—",
                                         f"{len(g.runs)} ({seeds})", *cells]) + " |")
     return "\n".join(lines), cols
 
 
 def delta_table(groups: Sequence[Group], cols: Sequence[tuple[str, str]]) -> str | None:
     """HEX − base (difference of the means, percentage points) for each (dataset, method, variant) with both."""
-    by_key = {(g.dataset, g.method, g.sem, g.variant, g.hex): g for g in groups}
+    by_key = {(g.dataset, g.method, g.sem, g.variant, g.hex): g for g in groups if not g.arm}  # arms: paired
     lines = []
     for (dataset, method, sem, variant, hexed), g in by_key.items():
         base = by_key.get((dataset, method, sem, variant, False))
@@ -300,32 +311,58 @@ def _run_plots(groups: Sequence[Group], out: StoragePath) -> list[tuple[str, lis
     return sections
 
 
+BEGIN_MARK = "<!-- hexray report: begin (regenerated by `hexray report`; edit outside these marks) -->"
+END_MARK = "<!-- hexray report: end -->"
+
+
 def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, title: str = "hexray report",
                  plots: bool = True) -> StoragePath:
-    """Find the runs under `paths`, write `out/report.md` (+ `out/plots/`), return the Markdown path. Runs and
-    `out` may be local or on object storage."""
+    """Find the runs under `paths` and write the report; return the Markdown path. Runs and `out` may be local or
+    on object storage. `out` is a directory (→ `out/report.md` and `out/plots/`) or a `.md` file (→ that file and
+    `<its folder>/<its stem>/plots/`); an existing `.md` file holding the begin/end marks keeps everything outside
+    them, so hand-written text around the generated tables survives a regeneration."""
+    out = StoragePath(out)
+    if out.name.endswith(".md"):
+        md, assets, link_base = out, out.parent / out.stem, out.parent
+    else:
+        md, assets, link_base = out / "report.md", out, out
+    assets.mkdir()
     runs = find_run_dirs(paths)
     records = [load_record(r) for r in runs]
-    groups = group_runs(records)
-    out = StoragePath(out)
-    out.mkdir()
-    parts = [f"# {title}", "",
-             f"{len(records)} runs in {len(groups)} groups. Accuracy in %, mean ± sample std over seeds "
-             "(a single run shows no ±). Numbers are compared only within one scoring setting: each section "
-             "below holds the runs (and baselines) measured the same way.", ""]
-    for scoring in sorted({r.scoring for r in records} | {r.baseline_scoring for r in records if r.baselines}):
-        parts += scoring_section(records, scoring)
-    if plots:
-        curves = _curve_plots(groups, out)
+    armed, others = [r for r in records if r.arm], [r for r in records if not r.arm]
+    groups = group_runs(others)
+    parts = [f"{len(records)} runs in {len(group_runs(armed)) + len(groups)} groups. Accuracy in %, mean ± "
+             "sample std over seeds (a single run shows no ±). Numbers "
+             "are compared only within one scoring setting: each table holds the runs (and baselines) measured "
+             "the same way.", ""]
+    if armed:
+        from hexray.eval.arms import arm_sections
+
+        parts += ["## Controlled comparisons (arms paired by seed)", ""]
+        parts += arm_sections(armed, assets, plots=plots, link_base=link_base)
+    for scoring in sorted({r.scoring for r in others} | {r.baseline_scoring for r in others if r.baselines}):
+        parts += scoring_section(others, scoring)
+    if plots and groups:
+        curves = _curve_plots(groups, assets)
         if curves:
             parts += ["## Over training (mean over seeds; band = min..max)", ""]
-            parts += [f"![{name}]({p.relative_to(out)})" for name, p in curves] + [""]
-        for heading, pngs in _run_plots(groups, out):
-            parts += [f"### {heading}", ""] + [f"![{n}]({p.relative_to(out)})" for n, p in pngs] + [""]
+            parts += [f"![{name}]({p.relative_to(link_base)})" for name, p in curves] + [""]
+        for heading, pngs in _run_plots(groups, assets):
+            parts += [f"### {heading}", ""] + [f"![{n}]({p.relative_to(link_base)})" for n, p in pngs] + [""]
     parts += ["## Runs", "", "| run | group | seed | numbers from | scored by |", "|---|---|---|---|---|"]
-    by_run = {id(r): g for g in groups for r in g.runs}
+    by_run = {id(r): g for g in group_runs(armed) + groups for r in g.runs}
     for r in records:
         parts.append(f"| `{r.path}` | {by_run[id(r)].label} | {r.seed} | {r.source} | {r.scoring} |")
-    path = out / "report.md"
-    path.write_text("\n".join(parts) + "\n")
-    return path
+    md.write_text(_merge(md, title, "\n".join(parts)))
+    return md
+
+
+def _merge(md: StoragePath, title: str, generated: str) -> str:
+    """The new file text: the generated part between the marks, what surrounds the marks in `md` kept (its own
+    heading included); without marks, the title and the generated part alone."""
+    old = md.read_text() if md.is_file() else ""
+    if BEGIN_MARK in old and END_MARK in old.split(BEGIN_MARK, 1)[1]:
+        head, rest = old.split(BEGIN_MARK, 1)
+        tail = rest.split(END_MARK, 1)[1]
+        return f"{head}{BEGIN_MARK}\n{generated}\n{END_MARK}{tail}"
+    return f"# {title}\n\n{generated}\n"

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from hexray.eval import EvalSettings, evaluate_features, random_init_copy, raw_pixel_features
+from hexray.eval.runs import FINAL_PREFIX, FINAL_ROWS, final_table_from_metrics
 
-ROWS = ("pretrained", "random_init", "raw_pixels")
+ROWS = FINAL_ROWS
 COLUMNS = (("knn/top1@20", "kNN top-1"), ("knn/superclass@20", "kNN super"),
            ("probe/top1", "probe top-1"), ("probe/superclass", "probe super"))
 
@@ -112,19 +113,9 @@ def _score(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, t
     return {**knn, **probe}
 
 
-FINAL_PREFIX = "final/"
-
-
 def to_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
     """{row: metrics} → flat report keys `final/<row>/<metric>` (what rank 0 reports to the driver)."""
     return {f"{FINAL_PREFIX}{row}/{key}": value for row, metrics in results.items() for key, value in metrics.items()}
 
 
-def from_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The inverse of `to_metrics`, from a run's last reported metrics."""
-    out: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        if key.startswith(FINAL_PREFIX):
-            row, name = key[len(FINAL_PREFIX):].split("/", 1)
-            out.setdefault(row, {})[name] = float(value)
-    return {row: out[row] for row in ROWS if row in out}
+from_metrics = final_table_from_metrics  # the inverse of `to_metrics`, from a run's last reported metrics

@@ -16,9 +16,9 @@ from typing import Any
 from ray.train import UserCallback
 
 from hexray import storage
+from hexray.eval.runs import FINAL_EVAL_FILE  # the workers' end-of-run table (Ray's Result.metrics: last checkpoint's)
 
 PROGRESS_FILE = "progress.log"
-FINAL_EVAL_FILE = "final_eval.json"  # the workers' end-of-run table (Ray's Result.metrics is the last checkpoint's)
 PLACEMENT_KEYS = ("worker/rank", "worker/node_id", "worker/node_ip", "worker/hostname")
 FIRST_COLUMNS = ("epoch", "step", "loss")
 PROGRESS_KEYS = ("loss", "knn/top1", "knn/superclass", "probe/online_top1", "hex/epsilon", "lr")

@@ -49,6 +49,7 @@ class TrialSetup:
     builder: str | Callable[..., Any] = DEFAULT_BUILDER
     init_key: str = INIT_CHECKPOINT_KEY
     run_name: str = "train"
+    final_eval: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,7 +83,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     run_name = setup.run_name if init_from is None else f"{setup.run_name}-from-{uuid.uuid4().hex[:8]}"
     build = resolve_builder(setup.builder)
     if not setup.forward_checkpoints:
-        build(cfg, run_name=run_name, storage_path=storage_path, callbacks=[EpochEndReportCallback()]).fit()
+        extra = {"final_eval": True} if setup.final_eval else {}  # the end-of-run table, in the trial's run dir
+        build(cfg, run_name=run_name, storage_path=storage_path, callbacks=[EpochEndReportCallback()], **extra).fit()
         return
     _fit_forwarding_checkpoints(build, cfg, run_name, storage_path)
 
@@ -137,9 +139,10 @@ def _fit_forwarding_checkpoints(build: Callable[..., Any], cfg: Any, run_name: s
 
 
 def is_epoch_end(metrics: list[dict[str, Any]]) -> bool:
-    """hexray's loop also reports every `run.log_every_steps` steps (`epoch_end: 0`, no probe metrics); Tune sees
-    only epoch ends, so one Tune iteration = one epoch for ASHA/PBT and the sweep metric is in every result."""
-    return bool(metrics) and metrics[0].get("epoch_end", 1) != 0
+    """hexray's loop also reports every `run.log_every_steps` steps (`epoch_end: 0`, no probe metrics) and, with
+    `trial.final_eval`, the end-of-run table after the last epoch (`final_eval: 1`); Tune sees only epoch ends,
+    so one Tune iteration = one epoch for ASHA/PBT and the sweep metric is in every result."""
+    return bool(metrics) and metrics[0].get("epoch_end", 1) != 0 and not metrics[0].get("final_eval")
 
 
 class EpochEndReportCallback(TuneReportCallback):

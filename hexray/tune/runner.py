@@ -170,6 +170,7 @@ def trainable(prepared: PreparedSweep, builder: str | Callable[..., Any] = DEFAU
         forward_checkpoints=prepared.spec.scheduler.kind == "pbt",
         builder=builder,
         init_key=init_key,
+        final_eval=prepared.spec.trial.final_eval,
     )
     return tune.with_resources(tune.with_parameters(run_trial, setup=setup), prepared.spec.trial.driver_resources)
 

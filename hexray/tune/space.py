@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hexray.tune.spec import Branch, ParamSpec, SweepError, SweepSpec
+from hexray.tune.spec import ARM_KEY, Branch, ParamSpec, SweepError, SweepSpec
 
 VALUE_KEY = "_value"
 
@@ -23,6 +23,8 @@ def to_tune_space(spec: SweepSpec) -> dict[str, Any]:
 
     as_grid = spec.search.algorithm == "grid"
     space = {key: _domain(param, as_grid, tune) for key, param in spec.space.items()}
+    if spec.arms:  # every arm with every point of the space; flatten_trial_config unfolds the arm's keys
+        space[ARM_KEY] = tune.grid_search([arm_option(arm) for arm in spec.arms])
     for key, param in spec.scheduler.hyperparam_mutations.items():
         space.setdefault(key, _domain(param, False, tune))  # PBT perturbs keys that must also have a start value
     return space
@@ -36,7 +38,12 @@ def trial_count(spec: SweepSpec) -> int:
     for param in spec.space.values():
         if param.kind == "grid" or (as_grid and param.kind == "choice"):
             grid *= sum(len(_expand_branch(branch)) for branch in param.branches)
-    return spec.num_samples * grid
+    return spec.num_samples * grid * max(1, len(spec.arms))
+
+
+def arm_option(arm: Any) -> dict[str, Any]:
+    """An arm as one grid value: `{_value: name, key: value, ...}` (the conditional-choice form)."""
+    return {VALUE_KEY: arm.name, **arm.overrides}
 
 
 def describe_space(space: Mapping[str, ParamSpec], indent: str = "") -> list[str]:
@@ -116,6 +123,7 @@ def candidate_assignments(spec: SweepSpec) -> list[dict[str, Any]]:
     """
     out = _assignments(spec.space, {})
     out.extend(_assignments(spec.scheduler.hyperparam_mutations, {}))
+    out.extend({ARM_KEY: arm.name, **arm.overrides} for arm in spec.arms)
     return out
 
 
@@ -158,6 +166,9 @@ def validate_space(
 
 
 def _where(spec: SweepSpec, key: str) -> str:
+    arm = next((a for a in spec.arms if key in a.overrides), None)
+    if arm is not None and key not in spec.space:
+        return f"arms ({arm.name}).{key}"
     if key in spec.scheduler.hyperparam_mutations and key not in spec.space:
         return f"scheduler.hyperparam_mutations.{key}"
     return f"space.{key}"

@@ -24,8 +24,9 @@ MODES = ("max", "min")
 DEFAULT_METRIC = "probe/online_top1"
 TOP_LEVEL_KEYS = (
     "name", "base_config", "overrides", "scaling", "metric", "mode", "num_samples", "max_concurrent_trials",
-    "storage_path", "search", "scheduler", "space", "trial",
+    "storage_path", "search", "scheduler", "space", "trial", "arms",
 )
+ARM_KEY = "run.arm"  # the config key that carries a trial's arm name (what `hexray report` groups and pairs by)
 
 
 class SweepError(InputError):
@@ -80,6 +81,15 @@ class SchedulerSpec:
 
 
 @dataclass
+class Arm:
+    """One arm of a controlled comparison: a name and the config keys it sets. Every arm runs with every point of
+    `space` (seeds, typically), so arms are paired: the same seed gives the same images, order and augmentations."""
+
+    name: str
+    overrides: dict[str, Any]
+
+
+@dataclass
 class TrialSpec:
     """How each trial's driver runs: its tiny resource request (drivers only wait on their trainer) and retries.
 
@@ -89,6 +99,7 @@ class TrialSpec:
 
     driver_resources: dict[str, float] = field(default_factory=lambda: {DRIVER_RESOURCE: 0.01})
     max_failures: int = 0
+    final_eval: bool = False  # each trial ends with `hexray train`'s table (kNN + probe; random init, raw pixels)
 
 
 @dataclass
@@ -106,6 +117,7 @@ class SweepSpec:
     search: SearchSpec = field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     trial: TrialSpec = field(default_factory=TrialSpec)
+    arms: list[Arm] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def searched_keys(self) -> list[str]:
@@ -120,6 +132,10 @@ class SweepSpec:
                     walk(branch.space)
 
         walk(self.space)
+        for arm in self.arms:
+            for key in (ARM_KEY, *arm.overrides):
+                if key not in keys:
+                    keys.append(key)
         for key in self.scheduler.hyperparam_mutations:
             if key not in keys:
                 keys.append(key)
@@ -153,8 +169,8 @@ def sweep_from_dict(raw: Any, *, source: Path | StoragePath | None = None) -> Sw
     """Check a parsed sweep mapping. Relative `base_config` paths resolve against `source`'s folder (or the cwd)."""
     raw = _mapping(raw, "sweep")
     _no_unknown(raw, TOP_LEVEL_KEYS, "")
-    if "space" not in raw and "hyperparam_mutations" not in (raw.get("scheduler") or {}):
-        raise SweepError("space: missing; a sweep must search at least one config key")
+    if "space" not in raw and "arms" not in raw and "hyperparam_mutations" not in (raw.get("scheduler") or {}):
+        raise SweepError("space: missing; a sweep must search at least one config key (or list arms)")
     space = parse_space(raw.get("space", {}), "space")
     folder = source.parent if source is not None else Path.cwd()
     base = raw.get("base_config")
@@ -187,6 +203,7 @@ def sweep_from_dict(raw: Any, *, source: Path | StoragePath | None = None) -> Sw
         search=_parse_search(raw.get("search", {})),
         scheduler=_parse_scheduler(raw.get("scheduler", {})),
         trial=_parse_trial(raw.get("trial", {})),
+        arms=_parse_arms(raw.get("arms", [])),
         raw=dict(raw),
     )
     _check_consistency(spec)
@@ -286,9 +303,29 @@ def _parse_scheduler(raw: Any) -> SchedulerSpec:
     return spec
 
 
+def _parse_arms(raw: Any) -> list[Arm]:
+    """`arms: [{name: NAME, dotted.key: value, ...}, ...]`: names unique, keys dotted config keys."""
+    if not isinstance(raw, list):
+        raise SweepError(f"arms: expected a list of {{name: ..., dotted.key: value}} mappings, got {raw!r}")
+    arms: list[Arm] = []
+    for i, item in enumerate(raw):
+        item = dict(_mapping(item, f"arms[{i}]"))
+        name = item.pop("name", None)
+        if not isinstance(name, str) or not name.strip():
+            raise SweepError(f"arms[{i}].name: expected a non-empty string, got {name!r}")
+        if any(a.name == name for a in arms):
+            raise SweepError(f"arms[{i}].name: {name!r} names two arms")
+        for key in item:
+            _dotted_key(key, f"arms[{i}] ({name}).{key}")
+            if key == ARM_KEY:
+                raise SweepError(f"arms[{i}] ({name}).{key}: set by the arm's name")
+        arms.append(Arm(name=name, overrides=item))
+    return arms
+
+
 def _parse_trial(raw: Any) -> TrialSpec:
     raw = _mapping(raw, "trial")
-    _no_unknown(raw, ("driver_resources", "max_failures"), "trial.")
+    _no_unknown(raw, ("driver_resources", "max_failures", "final_eval"), "trial.")
     spec = TrialSpec()
     if "driver_resources" in raw:
         resources = _mapping(raw["driver_resources"], "trial.driver_resources")
@@ -297,6 +334,10 @@ def _parse_trial(raw: Any) -> TrialSpec:
                 raise SweepError(f"trial.driver_resources.{name}: expected a number >= 0, got {amount!r}")
         spec.driver_resources = {str(k): float(v) for k, v in resources.items()}
     spec.max_failures = _int(raw.get("max_failures", 0), "trial.max_failures", minimum=-1)
+    final_eval = raw.get("final_eval", False)
+    if not isinstance(final_eval, bool):
+        raise SweepError(f"trial.final_eval: expected true or false, got {final_eval!r}")
+    spec.final_eval = final_eval
     return spec
 
 
@@ -317,7 +358,18 @@ def _check_consistency(spec: SweepSpec) -> None:
             raise SweepError("search.algorithm: 'optuna' cannot be combined with scheduler.kind 'pbt'")
     for key in spec.overrides:
         if key in spec.searched_keys():
-            raise SweepError(f"overrides.{key}: also searched; set it in one place only")
+            raise SweepError(f"overrides.{key}: also searched or set by an arm; set it in one place only")
+    searched = {where.rsplit("space.", 1)[-1] for where, _ in params} | set(spec.scheduler.hyperparam_mutations)
+    for arm in spec.arms:
+        clash = sorted(set(arm.overrides) & searched)
+        if clash:
+            raise SweepError(f"arms ({arm.name}).{clash[0]}: also in space; an arm fixes keys the space does not "
+                             "search")
+    if spec.trial.final_eval and spec.scheduler.kind == "pbt":
+        raise SweepError("trial.final_eval: PBT trials restart from other trials' checkpoints; score the final "
+                         "checkpoints with `hexray eval` instead")
+    if spec.arms and spec.scheduler.kind == "pbt":
+        raise SweepError("arms: a controlled comparison runs every arm to the end; use scheduler.kind 'fifo'")
 
 
 def _all_params(space: Mapping[str, ParamSpec], where: str = "space") -> list[tuple[str, ParamSpec]]:

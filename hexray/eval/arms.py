@@ -1,0 +1,94 @@
+"""The controlled-comparison part of `hexray report`: runs that carry an arm (`run.arm`, from a sweep's `arms:`).
+
+Per dataset and method: each arm's accuracy (mean ± sample std over seeds) next to raw pixels and a random-init
+network scored the same way, then each arm's paired difference to the arm named `base` (per seed, mean and 95%
+t interval; hexray.eval.paired), and one figure of what HEX's H(i) holds over training per arm group.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from hexray.eval.paired import format_difference, paired_difference, reading
+from hexray.eval.report import Group, RunRecord, format_cell, group_runs
+from hexray.eval.runs import read_metrics
+from hexray.storage import StoragePath
+
+BASE_ARM = "base"
+ARM_COLUMNS = (("knn/top1@20", "kNN@20 fine"), ("knn/superclass@20", "kNN@20 super"),
+               ("probe/top1", "probe fine"), ("probe/superclass", "probe super"))
+BASELINE_ROWS = (("raw_pixels", "raw pixels"), ("random_init", "random-init network"))
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def accuracy_table(groups: Sequence[Group], records: Sequence[RunRecord]) -> str:
+    """Arms, then the baselines measured in the same runs (same images, same scoring)."""
+    cols = [(k, t) for k, t in ARM_COLUMNS if any(k in r.metrics for g in groups for r in g.runs)]
+    lines = [_row(["arm", "seeds", *[t for _, t in cols]]), "|" + "---|" * (2 + len(cols))]
+    for g in groups:
+        cells = [format_cell([r.metrics[k] for r in g.runs if k in r.metrics]) for k, _ in cols]
+        lines.append(_row([f"**{g.arm}**", f"{len(g.runs)} ({','.join(str(r.seed) for r in g.runs)})", *cells]))
+    for key, name in BASELINE_ROWS:
+        per_seed = {r.seed: r.baselines[key] for r in records if key in r.baselines}  # same images per seed
+        if per_seed:
+            scored = list(per_seed.values())
+            cells = [format_cell([m[k] for m in scored if k in m]) for k, _ in cols]
+            lines.append(_row([name, f"{len(scored)} ({','.join(str(s) for s in per_seed)})", *cells]))
+    return "\n".join(lines)
+
+
+def difference_table(groups: Sequence[Group]) -> str | None:
+    """Each arm minus `base`, paired by seed: mean [95% interval] in points, and what moved."""
+    base = next((g for g in groups if g.arm == BASE_ARM), None)
+    if base is None:
+        return None
+    cols = [(k, t) for k, t in ARM_COLUMNS if any(k in r.metrics for g in groups for r in g.runs)]
+    lines = [_row(["arm − base", *[f"Δ {t}" for _, t in cols], "reading"]), "|" + "---|" * (2 + len(cols))]
+    for g in groups:
+        if g is base:
+            continue
+        diffs = [(t, paired_difference({r.seed: r.metrics[k] for r in g.runs if k in r.metrics},
+                                       {r.seed: r.metrics[k] for r in base.runs if k in r.metrics}))
+                 for k, t in cols]
+        lines.append(_row([f"**{g.arm}**", *[format_difference(d) for _, d in diffs], reading(diffs)]))
+    return "\n".join(lines)
+
+
+def _hierarchy_plot(dataset: str, method: str, groups: Sequence[Group], out: StoragePath) -> StoragePath | None:
+    from hexray.eval.plots import plot_arm_panels
+    from hexray.eval.report import _slug
+
+    arms = {g.arm: [read_metrics(r.path) for r in g.runs] for g in groups}
+    return plot_arm_panels(arms, out / "plots" / f"arms_{_slug(dataset, method)}.png",
+                           title=f"{method} on {dataset}: what H(i) holds, per arm (mean over seeds)")
+
+
+def arm_sections(records: Sequence[RunRecord], out: StoragePath, *, plots: bool = True,
+                 link_base: StoragePath | None = None) -> list[str]:
+    """Markdown lines for every (dataset, method) with armed runs; one table per scoring setting, never mixed.
+    Plot links are relative to `link_base` (default `out`)."""
+    by_pair: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        method = str(r.get("method.name")) + ("+SEM" if r.get("sem.enabled") else "")
+        by_pair[(str(r.get("data.dataset")), method)].append(r)
+    lines: list[str] = []
+    for (dataset, method), recs in sorted(by_pair.items()):
+        for scoring in sorted({r.scoring for r in recs}):
+            scored = [r for r in recs if r.scoring == scoring]
+            groups = group_runs(scored)
+            lines += [f"### {dataset}, {method}: {len(groups)} arms", "", f"Scored by {scoring}. Accuracy in %, "
+                      "mean ± sample std over seeds.", "", accuracy_table(groups, scored), ""]
+            diff = difference_table(groups)
+            if diff:
+                lines += ["Paired by seed (same images, order and augmentations): arm − base in points, mean "
+                          "[95% t interval over seeds]; ✱ = the interval excludes 0.", "", diff, ""]
+        if plots:
+            path = _hierarchy_plot(dataset, method, group_runs(recs), out)
+            if path is not None:
+                rel = path.relative_to(link_base or out)
+                lines += [f"![what H(i) holds: {method} on {dataset}]({rel})", ""]
+    return lines
