@@ -2,8 +2,9 @@
 
 Superclass = shape family (circle, square, triangle, cross, ring, diamond, x-cross, star): the silhouette, which
 covers most of the image. Class = a variant of that shape: a small notch cut at one of `classes_per_superclass`
-angles around the shape's centre. Nuisance factors are drawn per image, independent of both levels: the fill's
-hue, saturation and brightness, the background colour, the shape's size and position, pixel noise. So raw pixels
+heights on the shape's vertical axis (so a horizontal flip keeps the class). Nuisance factors are drawn per image,
+independent of both levels: the fill's hue, saturation and brightness, the background colour, the shape's size and
+position, pixel noise. So raw pixels
 see the superclass (their top-5 neighbours share it > 90% of the time) and the class less (the notch is a few
 pixels): the setting where HEX's adaptive threshold should find superclass groups (design/HEX.md).
 `raw_pixel_neighbours` measures this; `hexray shard synthetic-hierarchy` prints it and stores it in the manifest.
@@ -78,8 +79,8 @@ class Nuisance:
     value: tuple[float, float] = (0.75, 1.0)
     background: tuple[float, float] = (0.0, 0.25)    # per-channel background level
     noise_std: float = 0.03
-    notch_radius: float = 0.5                        # the class's notch: centre at this fraction of r ...
-    notch_half: float = 0.22                         # ... a square of this half-side (fraction of r)
+    notch_span: float = 0.6                          # the class's notch: centres spread over ± this fraction of r
+    notch_half: float = 0.22                         # ... on the vertical axis; a square of this half-side (of r)
 
 
 NUISANCE = Nuisance()
@@ -88,8 +89,8 @@ GENERATOR_VERSION = 2  # 1: class = colour/stripes shared across superclasses (t
 
 def generator_description() -> dict:
     """What the manifest records about how images were made."""
-    return {"generator_version": GENERATOR_VERSION, "class_factor": "notch angle", "superclass_factor": "shape",
-            "nuisance": asdict(NUISANCE)}
+    return {"generator_version": GENERATOR_VERSION, "class_factor": "notch height on the vertical axis",
+            "superclass_factor": "shape", "nuisance": asdict(NUISANCE)}
 
 
 def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
@@ -113,6 +114,14 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
     return np.sqrt(dy**2 + dx**2) <= r * (0.55 + 0.45 * np.cos(2.5 * angle) ** 2)
 
 
+def notch_offset(variant: int, count: int) -> float:
+    """Where class `variant`'s notch sits on the shape's vertical axis, in radii from its centre (top to bottom).
+    On the axis, so a horizontal flip (an SSL augmentation) never turns one class into another."""
+    if count == 1:
+        return 0.0
+    return NUISANCE.notch_span * (2 * variant / (count - 1) - 1)
+
+
 def render(spec: SyntheticSpec, split: str, label: int, index: int) -> np.ndarray:
     """One H×W×3 uint8 image of class `label`; `index` is the sample's index within its split."""
     rng = np.random.default_rng((spec.seed, _SPLIT_CODE[split], index))
@@ -122,9 +131,8 @@ def render(spec: SyntheticSpec, split: str, label: int, index: int) -> np.ndarra
     r = size * rng.uniform(*n.radius)
     cy, cx = size / 2 + rng.uniform(-n.jitter, n.jitter, size=2) * size
     mask = _shape_mask(SHAPES[sup], yy, xx, cy, cx, r)
-    angle = 2 * np.pi * variant / spec.classes_per_superclass
-    ny, nx = cy - n.notch_radius * r * np.cos(angle), cx + n.notch_radius * r * np.sin(angle)
-    mask &= ~((np.abs(yy - ny) <= n.notch_half * r) & (np.abs(xx - nx) <= n.notch_half * r))
+    ny = cy + notch_offset(variant, spec.classes_per_superclass) * r
+    mask &= ~((np.abs(yy - ny) <= n.notch_half * r) & (np.abs(xx - cx) <= n.notch_half * r))
     colour = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*n.saturation), rng.uniform(*n.value)),
                       dtype=np.float32)
     background = rng.uniform(*n.background, size=3).astype(np.float32)
