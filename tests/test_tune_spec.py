@@ -315,7 +315,7 @@ def test_arms_run_with_every_point_of_the_space_and_label_their_trials(tmp_path)
 
 
 @pytest.mark.parametrize("raw, named", [
-    ({"arms": [{"name": "a"}, {"name": "a"}]}, r"arms\[1\].name: 'a' names two arms"),
+    ({"arms": [{"name": "a"}, {"name": "a"}]}, r"arms\[1\].name: .a. names two arms of one method"),
     ({"arms": [{"hex.beta": 1}]}, r"arms\[0\].name: expected a non-empty string"),
     ({"arms": [{"name": "a", "hex..beta": 1}]}, r"arms\[0\] \(a\).hex..beta: expected a dotted config key"),
     ({"arms": [{"name": "a", "hex.beta": 1}], "space": {"hex.beta": {"grid": [0, 1]}}}, r"arms \(a\).hex.beta: also"),
@@ -339,3 +339,22 @@ def test_the_final_table_report_never_reaches_tune():
     from hexray.tune.driver import is_epoch_end
 
     assert not is_epoch_end([{"epoch": 3, "final_eval": 1, "final/pretrained/knn/top1@20": 0.8}])
+
+
+def test_quick_subset_keeps_the_named_arms_and_its_own_overrides(tmp_path):
+    from hexray.tune.spec import with_quick
+
+    spec = load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", quick=True)
+    assert spec.name == "evidence-fashion-mnist-quick"
+    assert [a.label for a in spec.arms] == ["simclr: base", "simclr: oracle w_h=0", "simclr: oracle w_h=3"]
+    assert spec.overrides["run.epochs"] == 3 and spec.overrides["hex.temperature"] == 0.07
+    assert trial_count(spec) == 6
+    full = load_sweep(SWEEPS / "evidence-fashion-mnist.yaml")
+    assert trial_count(full) == 39 and {a.label for a in full.arms} >= {"byol: base", "barlow: + 0.1 HEX"}
+    raw = {"space": {"run.seed": {"grid": [0]}}, "arms": [{"name": "a"}], "quick": {"arms": ["b"]}}
+    with pytest.raises(SweepError, match=r"quick.arms: 'b' is not an arm of this sweep"):
+        sweep_from_dict(raw)
+    with pytest.raises(SweepError, match="quick.epochs"):
+        sweep_from_dict({**raw, "quick": {"epochs": 3}})
+    with pytest.raises(SweepError, match="defines no quick subset"):
+        with_quick({"space": {"run.seed": {"grid": [0]}}})

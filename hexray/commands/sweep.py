@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="override the sweep's name (the experiment directory's name)")
     parser.add_argument("--num-cpus", type=float, help="logical CPUs for a local Ray (None: max(4, cores))")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3), help="Tune's progress output level")
+    parser.add_argument("--quick", action="store_true",
+                        help="run the sweep file's `quick:` subset (fewer arms/epochs/images; a `-quick` experiment)")
     parser.add_argument("--check", action="store_true",
                         help="validate the sweep (base config, every searched value, scheduler vs run length) and "
                              "print what would run; starts no Ray")
@@ -38,10 +40,13 @@ def _run(args: argparse.Namespace) -> int:
     chosen = [x for x in (args.sweep_file, args.resume, args.report) if x]
     if len(chosen) != 1:
         raise UserError("give exactly one of SWEEP_FILE, --resume EXPERIMENT_DIR or --report EXPERIMENT_DIR")
+    if args.quick and not args.sweep_file:
+        raise UserError("--quick applies to a SWEEP_FILE (a resumed sweep keeps what it was started with)")
     if args.sweep_file:
         from hexray.tune.spec import load_sweep
 
-        prepared = runner.prepare_sweep(load_sweep(args.sweep_file), storage_path=args.storage_path, name=args.name)
+        prepared = runner.prepare_sweep(load_sweep(args.sweep_file, quick=args.quick), storage_path=args.storage_path,
+                                        name=args.name)
     else:
         prepared = runner.load_prepared(args.resume or args.report)
     if args.check:
@@ -71,7 +76,7 @@ def _describe(prepared) -> str:  # noqa: ANN001 - a runner.PreparedSweep
              "pbt": f"pbt (every {s.perturbation_interval} epochs)"}.get(s.kind, s.kind)
     space = describe_space(spec.space, "#   ")
     mutations = describe_space(spec.scheduler.hyperparam_mutations, "#   ")
-    arms = [f"#   {a.name}: " + (", ".join(f"{k}={v!r}" for k, v in a.overrides.items()) or "(the base config)")
+    arms = [f"#   {a.label}: " + (", ".join(f"{k}={v!r}" for k, v in a.overrides.items()) or "(the base config)")
             for a in spec.arms]
     return "\n".join([
         f"# sweep {spec.name!r} OK: searches {', '.join(spec.searched_keys())}; metric {spec.metric} ({spec.mode})",

@@ -24,8 +24,9 @@ MODES = ("max", "min")
 DEFAULT_METRIC = "probe/online_top1"
 TOP_LEVEL_KEYS = (
     "name", "base_config", "overrides", "scaling", "metric", "mode", "num_samples", "max_concurrent_trials",
-    "storage_path", "search", "scheduler", "space", "trial", "arms",
+    "storage_path", "search", "scheduler", "space", "trial", "arms", "quick",
 )
+QUICK_KEYS = ("overrides", "space", "arms", "num_samples")
 ARM_KEY = "run.arm"  # the config key that carries a trial's arm name (what `hexray report` groups and pairs by)
 
 
@@ -88,6 +89,16 @@ class Arm:
     name: str
     overrides: dict[str, Any]
 
+    @property
+    def method(self) -> str | None:
+        """The method the arm sets (arms of different methods may share a name: each method has its `base`)."""
+        return self.overrides.get("method.name")
+
+    @property
+    def label(self) -> str:
+        """`method: name` (as `hexray report` and `quick.arms` write it), or the name when the arm sets no method."""
+        return f"{self.method}: {self.name}" if self.method else self.name
+
 
 @dataclass
 class TrialSpec:
@@ -142,16 +153,57 @@ class SweepSpec:
         return keys
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and check a sweep YAML. `base_config` is resolved relative to the sweep file's folder."""
+def load_sweep(path: str | Path, *, quick: bool = False) -> SweepSpec:
+    """Read and check a sweep YAML. `base_config` is resolved relative to the sweep file's folder. `quick`: run
+    the file's `quick:` subset instead (`with_quick`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
     raw = read_sweep_yaml(path.read_text(), str(path))
     try:
-        return sweep_from_dict(raw if raw is not None else {}, source=path)
+        raw = raw if raw is not None else {}
+        return sweep_from_dict(with_quick(raw, source=path) if quick else raw, source=path)
     except SweepError as err:
         raise SweepError(f"{path}: {err}") from err
+
+
+def with_quick(raw: Any, *, source: Path | None = None) -> dict[str, Any]:
+    """The sweep with its `quick:` subset applied: `overrides` added to the sweep's, `space` keys replaced, only the
+    `arms` named kept, `num_samples` replaced; the experiment is named `<name>-quick` so it never mixes with the
+    full run's trials. A sweep without `quick:` has no quick subset."""
+    raw = dict(_mapping(raw, "sweep"))
+    quick = raw.pop("quick", None)
+    if quick is None:
+        raise SweepError("quick: this sweep defines no quick subset (a `quick:` block)")
+    quick = _check_quick(quick, raw)
+    raw["overrides"] = {**dict(raw.get("overrides") or {}), **dict(quick.get("overrides") or {})}
+    raw["space"] = {**dict(raw.get("space") or {}), **dict(quick.get("space") or {})}
+    if "arms" in quick:
+        raw["arms"] = [a for a in raw.get("arms") or [] if set(_arm_labels(a)) & set(quick["arms"])]
+    if "num_samples" in quick:
+        raw["num_samples"] = quick["num_samples"]
+    raw["name"] = f"{raw.get('name', source.stem if source is not None else 'sweep')}-quick"
+    return raw
+
+
+def _check_quick(quick: Any, raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    quick = _mapping(quick, "quick")
+    _no_unknown(quick, QUICK_KEYS, "quick.")
+    labels = [label for a in raw.get("arms") or [] if isinstance(a, Mapping) for label in _arm_labels(a)]
+    if "arms" in quick:
+        if not isinstance(quick["arms"], list) or not quick["arms"]:
+            raise SweepError(f"quick.arms: expected a non-empty list of arm names, got {quick['arms']!r}")
+        unknown = [a for a in quick["arms"] if a not in labels]
+        if unknown:
+            raise SweepError(f"quick.arms: {unknown[0]!r} is not an arm of this sweep (name, or 'method: name': "
+                             f"{sorted(set(labels))})")
+    return quick
+
+
+def _arm_labels(arm: Mapping[str, Any]) -> list[str]:
+    """What `quick.arms` may call an arm: its name (every method's arm of that name) or `method: name`."""
+    name, method = arm.get("name"), arm.get("method.name")
+    return [str(name)] + ([f"{method}: {name}"] if method else [])
 
 
 def read_sweep_yaml(text: str, source: str) -> Any:
@@ -169,6 +221,9 @@ def sweep_from_dict(raw: Any, *, source: Path | StoragePath | None = None) -> Sw
     """Check a parsed sweep mapping. Relative `base_config` paths resolve against `source`'s folder (or the cwd)."""
     raw = _mapping(raw, "sweep")
     _no_unknown(raw, TOP_LEVEL_KEYS, "")
+    if "quick" in raw:  # checked now, used by `hexray sweep --quick` (with_quick)
+        sweep_from_dict(with_quick(raw), source=source)  # the subset must itself be a valid sweep
+        raw = {k: v for k, v in raw.items() if k != "quick"}
     if "space" not in raw and "arms" not in raw and "hyperparam_mutations" not in (raw.get("scheduler") or {}):
         raise SweepError("space: missing; a sweep must search at least one config key (or list arms)")
     space = parse_space(raw.get("space", {}), "space")
@@ -313,8 +368,8 @@ def _parse_arms(raw: Any) -> list[Arm]:
         name = item.pop("name", None)
         if not isinstance(name, str) or not name.strip():
             raise SweepError(f"arms[{i}].name: expected a non-empty string, got {name!r}")
-        if any(a.name == name for a in arms):
-            raise SweepError(f"arms[{i}].name: {name!r} names two arms")
+        if any(a.name == name and a.method == item.get("method.name") for a in arms):
+            raise SweepError(f"arms[{i}].name: {name!r} names two arms of one method")
         for key in item:
             _dotted_key(key, f"arms[{i}] ({name}).{key}")
             if key == ARM_KEY:
