@@ -358,3 +358,13 @@ def test_quick_subset_keeps_the_named_arms_and_its_own_overrides(tmp_path):
         sweep_from_dict({**raw, "quick": {"epochs": 3}})
     with pytest.raises(SweepError, match="defines no quick subset"):
         with_quick({"space": {"run.seed": {"grid": [0]}}})
+
+
+def test_arms_option_runs_a_subset_such_as_the_controls_first():
+    spec = load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", arms=["simclr: base", "oracle w_h=0", "oracle w_h=3"])
+    assert [a.label for a in spec.arms] == ["simclr: base", "simclr: oracle w_h=0", "simclr: oracle w_h=3"]
+    assert trial_count(spec) == 9
+    assert {a.label for a in load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", arms=["base"]).arms} == {
+        "simclr: base", "byol: base", "barlow: base"}  # a bare name picks that arm of every method
+    with pytest.raises(SweepError, match="--arms: 'simclr: nope' is not an arm"):
+        load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", arms=["simclr: nope"])

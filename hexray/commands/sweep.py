@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3), help="Tune's progress output level")
     parser.add_argument("--quick", action="store_true",
                         help="run the sweep file's `quick:` subset (fewer arms/epochs/images; a `-quick` experiment)")
+    parser.add_argument("--arms", metavar="A,B,...",
+                        help="run only these arms of the file (names or 'method: name', comma-separated; e.g. the "
+                             "controls first, with --name for their own experiment)")
     parser.add_argument("--check", action="store_true",
                         help="validate the sweep (base config, every searched value, scheduler vs run length) and "
                              "print what would run; starts no Ray")
@@ -40,13 +43,14 @@ def _run(args: argparse.Namespace) -> int:
     chosen = [x for x in (args.sweep_file, args.resume, args.report) if x]
     if len(chosen) != 1:
         raise UserError("give exactly one of SWEEP_FILE, --resume EXPERIMENT_DIR or --report EXPERIMENT_DIR")
-    if args.quick and not args.sweep_file:
-        raise UserError("--quick applies to a SWEEP_FILE (a resumed sweep keeps what it was started with)")
+    if (args.quick or args.arms) and not args.sweep_file:
+        raise UserError("--quick and --arms apply to a SWEEP_FILE (a resumed sweep keeps what it was started with)")
     if args.sweep_file:
         from hexray.tune.spec import load_sweep
 
-        prepared = runner.prepare_sweep(load_sweep(args.sweep_file, quick=args.quick), storage_path=args.storage_path,
-                                        name=args.name)
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
+        prepared = runner.prepare_sweep(load_sweep(args.sweep_file, quick=args.quick, arms=arms),
+                                        storage_path=args.storage_path, name=args.name)
     else:
         prepared = runner.load_prepared(args.resume or args.report)
     if args.check:

@@ -23,7 +23,8 @@ def to_tune_space(spec: SweepSpec) -> dict[str, Any]:
 
     as_grid = spec.search.algorithm == "grid"
     space = {key: _domain(param, as_grid, tune) for key, param in spec.space.items()}
-    if spec.arms:  # every arm with every point of the space; flatten_trial_config unfolds the arm's keys
+    if spec.arms:  # every arm with every point of the space (Tune varies the arm fastest: seed 0 of every arm,
+        # then seed 1, ...); flatten_trial_config unfolds the arm's keys
         space[ARM_KEY] = tune.grid_search([arm_option(arm) for arm in spec.arms])
     for key, param in spec.scheduler.hyperparam_mutations.items():
         space.setdefault(key, _domain(param, False, tune))  # PBT perturbs keys that must also have a start value

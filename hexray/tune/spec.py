@@ -153,18 +153,32 @@ class SweepSpec:
         return keys
 
 
-def load_sweep(path: str | Path, *, quick: bool = False) -> SweepSpec:
+def load_sweep(path: str | Path, *, quick: bool = False, arms: list[str] | None = None) -> SweepSpec:
     """Read and check a sweep YAML. `base_config` is resolved relative to the sweep file's folder. `quick`: run
-    the file's `quick:` subset instead (`with_quick`)."""
+    the file's `quick:` subset instead (`with_quick`). `arms`: only these arms (names or `method: name` labels)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
     raw = read_sweep_yaml(path.read_text(), str(path))
     try:
         raw = raw if raw is not None else {}
-        return sweep_from_dict(with_quick(raw, source=path) if quick else raw, source=path)
+        raw = with_quick(raw, source=path) if quick else raw
+        return sweep_from_dict(only_arms(raw, arms) if arms else raw, source=path)
     except SweepError as err:
         raise SweepError(f"{path}: {err}") from err
+
+
+def only_arms(raw: Any, labels: list[str]) -> dict[str, Any]:
+    """The sweep restricted to the arms `labels` name (each a name, or `method: name`); e.g. the controls first."""
+    raw = dict(_mapping(raw, "sweep"))
+    known = [label for a in raw.get("arms") or [] if isinstance(a, Mapping) for label in _arm_labels(a)]
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise SweepError(f"--arms: {unknown[0]!r} is not an arm of this sweep (name, or 'method: name': "
+                         f"{sorted(set(known))})")
+    raw["arms"] = [a for a in raw.get("arms") or [] if set(_arm_labels(a)) & set(labels)]
+    raw.pop("quick", None)
+    return raw
 
 
 def with_quick(raw: Any, *, source: Path | None = None) -> dict[str, Any]:
