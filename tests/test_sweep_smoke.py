@@ -1,5 +1,6 @@
-"""End to end through the CLI: `hexray sweep sweeps/smoke.yaml` (2 tiny trials on synthetic data, ASHA) writes the
-table, best config and plots, and `hexray train best_config.yaml` trains the best config as is."""
+"""End to end through the CLI: `hexray sweep sweeps/smoke.yaml` (2 tiny trials on synthetic data: two arms, one
+seed, each ending with the end-of-run table) writes the table, best config and plots, `hexray report` pairs the
+arms, and `hexray train best_config.yaml` trains the best config as is."""
 
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ def test_sweep_check_validates_without_ray(tmp_path, capsys):
     ray_before = ray.is_initialized()  # another test of the session may have started the shared Ray
     assert main(["sweep", str(SMOKE), "--check", "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "sweep 'smoke' OK" in out and "asha (max_t 2" in out and "hexray_driver" in out
+    assert "sweep 'smoke' OK" in out and "scheduler fifo" in out and "hexray_driver" in out
+    assert "#   base: hex.variant='decomposed'" in out and "# 2 trial(s)" in out
     raw = yaml.safe_load(SMOKE.read_text())
-    raw["scheduler"]["max_t"] = 5  # runs are 2 epochs long: ASHA could never stop anything at 5
-    (tmp_path / "long.yaml").write_text(yaml.safe_dump(raw))
-    assert main(["sweep", str(tmp_path / "long.yaml"), "--check"]) == 2
-    assert "scheduler.max_t: 5 exceeds run.epochs (2)" in capsys.readouterr().err
+    raw["scheduler"] = {"kind": "asha", "max_t": 2}  # ASHA would stop some arms early: not a paired comparison
+    (tmp_path / "asha.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["sweep", str(tmp_path / "asha.yaml"), "--check"]) == 2
+    assert "arms: a controlled comparison runs every arm to the end" in capsys.readouterr().err
     assert ray.is_initialized() == ray_before and not (tmp_path / "smoke").exists()
 
 
@@ -48,8 +50,15 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     exp = tmp_path / "sweeps" / "smoke"
     assert "sweep 'smoke': 2 trials" in out and "best config:" in out
     table = pd.read_csv(exp / "sweep_results.csv")
-    assert len(table) == 2 and set(table.columns) >= {"hex.threshold", "probe/online_top1 (best)"}
-    assert (table["status"] == "TERMINATED").all()
+    assert len(table) == 2 and set(table.columns) >= {"run.arm", "hex.threshold", "probe/online_top1 (best)"}
+    assert (table["status"] == "TERMINATED").all() and sorted(table["run.arm"]) == ["HEX", "base"]
+    finals = sorted(exp.glob("*/train/final_eval.json"))
+    assert len(finals) == 2  # each trial's end-of-run table, next to its metrics.csv
+    doc = tmp_path / "results.md"
+    assert main(["report", str(exp), "--out", str(doc)]) == 0
+    text = doc.read_text()
+    assert "### synthetic-hierarchy, simclr: 2 arms" in text and "| raw pixels | 1 (0) |" in text
+    assert "| **HEX** |" in text and "(1 seed)" in text and (tmp_path / "results/plots").is_dir()
     assert pd.read_parquet(exp / "sweep_results.parquet").shape == table.shape
     for plot in ("metric_vs_params.png", "metric_curves.png"):
         assert (exp / plot).stat().st_size > 1000

@@ -437,8 +437,9 @@ def _check_consistency(spec: SweepSpec) -> None:
     if spec.trial.final_eval and spec.scheduler.kind == "pbt":
         raise SweepError("trial.final_eval: PBT trials restart from other trials' checkpoints; score the final "
                          "checkpoints with `hexray eval` instead")
-    if spec.arms and spec.scheduler.kind == "pbt":
-        raise SweepError("arms: a controlled comparison runs every arm to the end; use scheduler.kind 'fifo'")
+    if spec.arms and spec.scheduler.kind != "fifo":
+        raise SweepError(f"arms: a controlled comparison runs every arm to the end; scheduler.kind "
+                         f"{spec.scheduler.kind!r} would stop or perturb some (use 'fifo')")
 
 
 def _all_params(space: Mapping[str, ParamSpec], where: str = "space") -> list[tuple[str, ParamSpec]]:
