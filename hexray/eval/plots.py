@@ -34,6 +34,16 @@ def _save(fig: Any, path: str | Path | StoragePath) -> StoragePath:
     return target
 
 
+def _panel_grid(count: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
+    """A figure of `count` panels, at most 3 per row (unused cells hidden), and its panels in reading order."""
+    cols = min(3, count)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:count])
+
+
 def _pick(points: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
     """At most `limit` points, evenly spaced, always keeping the first and last."""
     if len(points) <= limit:
@@ -137,12 +147,8 @@ def plot_run_curves(metrics: Any, path: str | Path | StoragePath, *,
     panels += [k for k in ("hex/epsilon", "hex/h_size", "hex/purity") if per_epoch(metrics, k)[0]]
     if not panels:
         return None
-    cols = min(3, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    for ax, panel in zip(axes.flat, panels, strict=False):
+    fig, axes = _panel_grid(len(panels), (4.2, 3.3))
+    for ax, panel in zip(axes, panels, strict=False):
         if panel == "loss":
             ax.plot(*per_epoch(metrics, "loss"), "-o", ms=3, label="training loss (epoch mean)")
             ax.set(title="Training loss", ylabel="loss")
@@ -277,13 +283,9 @@ def plot_arm_panels(arms: Mapping[str, Sequence[Any]], path: str | Path | Storag
     drawn_panels = [p for p in ARM_PANELS if any(_mean_curve(frames, p[0], 1.0)[0] for frames in arms.values())]
     if not drawn_panels:
         return None
-    cols = min(3, len(drawn_panels))
-    rows = -(-len(drawn_panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
-    for ax in axes.flat[len(drawn_panels):]:
-        ax.set_visible(False)
+    fig, axes = _panel_grid(len(drawn_panels), (4.4, 3.4))
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
-    for ax, (key, chance_key, scale, panel_title, ylabel) in zip(axes.flat, drawn_panels, strict=False):
+    for ax, (key, chance_key, scale, panel_title, ylabel) in zip(axes, drawn_panels, strict=False):
         for arm, frames in arms.items():
             if key.startswith("hex/") and key != "hex/epsilon" and not any(
                     v > 0 for v in _mean_curve(frames, "hex/h_size", 1.0)[1]):
