@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("losses", "models"),                   # pure torch
     ("methods",),                           # pure torch: backbone + heads + loss
     ("config",),                            # the typed run config, composed of the core's settings
-    ("checkpoint", "data"),                 # run files; shards and Ray Data
+    ("checkpoint", "data", "run_files"),    # run files; shards and Ray Data
     ("eval",),                              # features, kNN, probes, reading runs
     ("train",),                             # Ray Train: the loop and its orchestration
     ("tune",),                              # Ray Tune: sweeps of train

@@ -16,27 +16,13 @@ from typing import Any
 
 from hexray.checkpoint import STATE_FILE
 from hexray.errors import DataError
+from hexray.run_files import FINAL_EVAL_FILE, final_table_from_metrics
 from hexray.storage import StoragePath
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 EVAL_FILE = "eval.json"
-FINAL_EVAL_FILE = "final_eval.json"  # the workers' end-of-run table, `final/<row>/<metric>` keys (also in sweeps)
-FINAL_PREFIX = "final/"
-FINAL_ROWS = ("pretrained", "random_init", "raw_pixels")
-
-
-def final_table_from_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """{row: {metric: value}} from flat `final/<row>/<metric>` keys (what rank 0 reports, final_eval.json)."""
-    out: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        if key.startswith(FINAL_PREFIX):
-            row, name = key[len(FINAL_PREFIX):].split("/", 1)
-            out.setdefault(row, {})[name] = float(value)
-    return {row: out[row] for row in FINAL_ROWS if row in out}
-
-
 def read_final_table(run: StoragePath) -> dict[str, dict[str, float]]:
     """The run's end-of-run table from final_eval.json ({} when it has none)."""
     return final_table_from_metrics(read_json(run / FINAL_EVAL_FILE) or {})

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from hexray.eval import EvalSettings, evaluate_features, random_init_copy, raw_pixel_features
-from hexray.eval.runs import FINAL_PREFIX, FINAL_ROWS, final_table_from_metrics
+from hexray.run_files import FINAL_PREFIX, FINAL_ROWS, final_table_from_metrics
 
 ROWS = FINAL_ROWS
 COLUMNS = (("knn/top1@20", "kNN top-1"), ("knn/superclass@20", "kNN super"),

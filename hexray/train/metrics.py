@@ -16,7 +16,7 @@ from typing import Any
 from ray.train import UserCallback
 
 from hexray import storage
-from hexray.eval.runs import FINAL_EVAL_FILE  # the workers' end-of-run table (Ray's Result.metrics: last checkpoint's)
+from hexray.run_files import FINAL_EVAL_FILE  # the workers' end-of-run table (Ray's Result.metrics: last checkpoint's)
 
 PROGRESS_FILE = "progress.log"
 PLACEMENT_KEYS = ("worker/rank", "worker/node_id", "worker/node_ip", "worker/hostname")
