@@ -117,7 +117,7 @@ def test_recorder_writes_tensorboard_events_read_back_by_tensorboard(tmp_path):
                 "probe/online_top1": 0.4, "hex/epsilon": 0.65, "hex/h_size": 3.0, "hex/purity": 0.7,
                 "images_per_s": 900.0, "time/epoch_s": 2.0, "worker/rank": 0, "data/order_digest": 1e12},
                {"epoch": 2, "step": 20, "epoch_end": 1, "loss": 3.0, "lr": 0.05, "knn/top1": 0.6,
-                "images_per_s": 950.0, "time/epoch_s": 2.0}]
+                "images_per_s": 950.0, "time/epoch_s": 2.0, "hex/epsilon": float("inf")}]  # DCL's ε: no point
     for metrics in reports:
         recorder.after_report(None, [metrics], None)
     recorder.after_report(None, [{"epoch": 2, "final_eval": 1, "final/pretrained/knn/top1@20": 0.7}], None)
@@ -127,6 +127,7 @@ def test_recorder_writes_tensorboard_events_read_back_by_tensorboard(tmp_path):
     assert scalars["hex/purity"] == [(10, 0.7)] and scalars["lr"][-1] == (20, 0.05)
     assert scalars["final/pretrained/knn/top1@20"] == [(20, 0.7)]
     assert {"probe/online_top1", "hex/epsilon", "images_per_s"} <= set(scalars)
+    assert scalars["hex/epsilon"] == [(5, 0.6), (10, 0.65)]
     assert not {"worker/rank", "data/order_digest", "epoch_end", "step"} & set(scalars)  # bookkeeping stays out
 
 

@@ -8,6 +8,7 @@ a local staging folder, uploaded whole at each epoch's end (object stores cannot
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -27,10 +28,11 @@ class MetricLogger(Protocol):
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers worth a curve: no placement, no bookkeeping, no strings."""
+    """The numbers worth a curve: no placement, no bookkeeping, no strings, nothing non-finite (the DCL arm's ε is
+    +∞ by design; TensorBoard would print "NaN or Inf found in input tensor" at every report)."""
     return {k: float(v) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _BOOKKEEPING
-            and not k.startswith(("worker/", "restored"))}
+            and not k.startswith(("worker/", "restored")) and math.isfinite(v)}
 
 
 class TensorBoardLogger:
