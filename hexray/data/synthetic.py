@@ -75,7 +75,9 @@ class Nuisance:
 
     radius: tuple[float, float] = (0.33, 0.38)       # shape radius, fraction of the image side
     jitter: float = 0.05                             # centre offset, ± fraction of the image side
-    saturation: tuple[float, float] = (0.4, 0.8)     # fill colour: uniform hue, this saturation, this value
+    hue: tuple[float, float] = (0.5, 0.7)            # fill colour: hue in a band an SSL colour jitter spans (a
+    saturation: tuple[float, float] = (0.4, 0.8)     # uniform hue made colour the easiest way to tell images apart:
+    #                                                  SimCLR learned colour, not shape, and lost to random init)
     value: tuple[float, float] = (0.75, 1.0)
     background: tuple[float, float] = (0.0, 0.25)    # per-channel background level
     noise_std: float = 0.03
@@ -84,7 +86,8 @@ class Nuisance:
 
 
 NUISANCE = Nuisance()
-GENERATOR_VERSION = 2  # 1: class = colour/stripes shared across superclasses (the hierarchy was upside down)
+GENERATOR_VERSION = 3  # 1: class = colour/stripes shared across superclasses (the hierarchy was upside down);
+# 2: any hue (SSL learned the colour shortcut)
 
 
 def generator_description() -> dict:
@@ -133,7 +136,7 @@ def render(spec: SyntheticSpec, split: str, label: int, index: int) -> np.ndarra
     mask = _shape_mask(SHAPES[sup], yy, xx, cy, cx, r)
     ny = cy + notch_offset(variant, spec.classes_per_superclass) * r
     mask &= ~((np.abs(yy - ny) <= n.notch_half * r) & (np.abs(xx - cx) <= n.notch_half * r))
-    colour = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*n.saturation), rng.uniform(*n.value)),
+    colour = np.array(colorsys.hsv_to_rgb(rng.uniform(*n.hue), rng.uniform(*n.saturation), rng.uniform(*n.value)),
                       dtype=np.float32)
     background = rng.uniform(*n.background, size=3).astype(np.float32)
     image = np.where(mask[..., None], colour, background) + rng.normal(0.0, n.noise_std, size=(size, size, 3))
