@@ -128,7 +128,7 @@ def test_synthetic_hierarchy_is_one_raw_pixels_see(supers, per_super):
     spec = SyntheticSpec(num_superclasses=supers, classes_per_superclass=per_super, images_per_class=100)
     check = raw_pixel_neighbours(spec, max_images=1000)
     assert check["superclass"] >= 0.90
-    assert check["chance_class"] * 3 < check["class"] < check["superclass"] - 0.05
+    assert check["chance_class"] * 3 < check["class"] < check["superclass"] - 0.02
 
 
 def test_cli_shard_synthetic_prints_the_hierarchy_check_and_records_the_generator(tmp_path, capsys):

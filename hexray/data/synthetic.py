@@ -76,18 +76,18 @@ class Nuisance:
     radius: tuple[float, float] = (0.33, 0.38)       # shape radius, fraction of the image side
     jitter: float = 0.05                             # centre offset, ± fraction of the image side
     hue: tuple[float, float] = (0.5, 0.7)            # fill colour: hue in a band an SSL colour jitter spans (a
-    saturation: tuple[float, float] = (0.4, 0.8)     # uniform hue made colour the easiest way to tell images apart:
+    saturation: tuple[float, float] = (0.5, 0.7)     # uniform hue made colour the easiest way to tell images apart:
     #                                                  SimCLR learned colour, not shape, and lost to random init)
-    value: tuple[float, float] = (0.75, 1.0)
-    background: tuple[float, float] = (0.0, 0.25)    # per-channel background level
+    value: tuple[float, float] = (0.8, 0.95)
+    background: tuple[float, float] = (0.05, 0.15)   # per-channel background level
     noise_std: float = 0.03
     notch_span: float = 0.6                          # the class's notch: centres spread over ± this fraction of r
     notch_half: float = 0.22                         # ... on the vertical axis; a square of this half-side (of r)
 
 
 NUISANCE = Nuisance()
-GENERATOR_VERSION = 3  # 1: class = colour/stripes shared across superclasses (the hierarchy was upside down);
-# 2: any hue (SSL learned the colour shortcut)
+GENERATOR_VERSION = 4  # 1: class = colour/stripes shared across superclasses (the hierarchy was upside down);
+# 2: any hue (SSL learned the colour shortcut); 3: wide saturation/background ranges (still below random init)
 
 
 def generator_description() -> dict:
