@@ -171,12 +171,7 @@ def load_sweep(path: str | Path, *, quick: bool = False, arms: list[str] | None 
 def only_arms(raw: Any, labels: list[str]) -> dict[str, Any]:
     """The sweep restricted to the arms `labels` name (each a name, or `method: name`); e.g. the controls first."""
     raw = dict(_mapping(raw, "sweep"))
-    known = [label for a in raw.get("arms") or [] if isinstance(a, Mapping) for label in _arm_labels(a)]
-    unknown = [label for label in labels if label not in known]
-    if unknown:
-        raise SweepError(f"--arms: {unknown[0]!r} is not an arm of this sweep (name, or 'method: name': "
-                         f"{sorted(set(known))})")
-    raw["arms"] = [a for a in raw.get("arms") or [] if set(_arm_labels(a)) & set(labels)]
+    raw["arms"] = _select_arms(raw, labels, "--arms")
     raw.pop("quick", None)
     return raw
 
@@ -193,7 +188,7 @@ def with_quick(raw: Any, *, source: Path | None = None) -> dict[str, Any]:
     raw["overrides"] = {**dict(raw.get("overrides") or {}), **dict(quick.get("overrides") or {})}
     raw["space"] = {**dict(raw.get("space") or {}), **dict(quick.get("space") or {})}
     if "arms" in quick:
-        raw["arms"] = [a for a in raw.get("arms") or [] if set(_arm_labels(a)) & set(quick["arms"])]
+        raw["arms"] = _select_arms(raw, quick["arms"], "quick.arms")
     if "num_samples" in quick:
         raw["num_samples"] = quick["num_samples"]
     raw["name"] = f"{raw.get('name', source.stem if source is not None else 'sweep')}-quick"
@@ -203,15 +198,22 @@ def with_quick(raw: Any, *, source: Path | None = None) -> dict[str, Any]:
 def _check_quick(quick: Any, raw: Mapping[str, Any]) -> Mapping[str, Any]:
     quick = _mapping(quick, "quick")
     _no_unknown(quick, QUICK_KEYS, "quick.")
-    labels = [label for a in raw.get("arms") or [] if isinstance(a, Mapping) for label in _arm_labels(a)]
     if "arms" in quick:
         if not isinstance(quick["arms"], list) or not quick["arms"]:
             raise SweepError(f"quick.arms: expected a non-empty list of arm names, got {quick['arms']!r}")
-        unknown = [a for a in quick["arms"] if a not in labels]
-        if unknown:
-            raise SweepError(f"quick.arms: {unknown[0]!r} is not an arm of this sweep (name, or 'method: name': "
-                             f"{sorted(set(labels))})")
+        _select_arms(raw, quick["arms"], "quick.arms")
     return quick
+
+
+def _select_arms(raw: Mapping[str, Any], labels: list[str], where: str) -> list[Any]:
+    """The sweep's raw arms that `labels` name; an unknown label is an error naming `where` and the known labels."""
+    arms = [a for a in raw.get("arms") or [] if isinstance(a, Mapping)]
+    known = [label for a in arms for label in _arm_labels(a)]
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise SweepError(f"{where}: {unknown[0]!r} is not an arm of this sweep (name, or 'method: name': "
+                         f"{sorted(set(known))})")
+    return [a for a in arms if set(_arm_labels(a)) & set(labels)]
 
 
 def _arm_labels(arm: Mapping[str, Any]) -> list[str]:
