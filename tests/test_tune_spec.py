@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from hexray.tune.runner import load_prepared, prepare_sweep, write_sweep_files
-from hexray.tune.space import candidate_assignments, flatten_trial_config, to_tune_space, trial_count
+from hexray.tune.space import (
+    TRIAL_DIRNAME_CHARS,
+    candidate_assignments,
+    flatten_trial_config,
+    to_tune_space,
+    trial_count,
+    trial_dirname,
+)
 from hexray.tune.spec import SweepError, load_sweep, sweep_from_dict
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -372,3 +379,15 @@ def test_arms_option_runs_a_subset_such_as_the_controls_first():
         "simclr: base", "byol: base", "barlow: base"}  # a bare name picks that arm of every method
     with pytest.raises(SweepError, match="--arms: 'simclr: nope' is not an arm"):
         load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", arms=["simclr: nope"])
+
+
+def test_trial_directories_are_named_by_arm_and_value_not_by_every_key_of_the_arm():
+    spec = load_sweep(SWEEPS / "evidence-fashion-mnist.yaml")
+    arm = to_tune_space(spec)["run.arm"]["grid_search"][1]  # oracle w_h=0: a dict of five keys
+    name = trial_dirname("3ac29_00001", {"run.seed": 2, "run.arm": arm})
+    assert name == "3ac29_00001_seed=2_arm=oracle-w_h=0"
+    assert "method" not in name and "local_weight" not in name
+    assert trial_dirname("a_1", {"hex.temperature": 0.0712345, "data.dataset": "s3://x/y z"}) == \
+        "a_1_temperature=0.07123_dataset=s3-x-y-z"
+    long = trial_dirname("a_2", {f"k.key{i}": "v" * 30 for i in range(9)})
+    assert len(long) == TRIAL_DIRNAME_CHARS and long.startswith("a_2_key0=")

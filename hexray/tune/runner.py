@@ -16,7 +16,7 @@ import yaml
 
 from hexray.storage import StoragePath
 from hexray.tune.driver import DEFAULT_BUILDER, INIT_CHECKPOINT_KEY, TrialSetup, run_trial
-from hexray.tune.space import candidate_assignments, pbt_mutations, to_tune_space, validate_space
+from hexray.tune.space import candidate_assignments, pbt_mutations, to_tune_space, trial_dirname, validate_space
 from hexray.tune.spec import SweepError, SweepSpec, read_sweep_yaml, sweep_from_dict
 
 SWEEP_FILE = "sweep.yaml"
@@ -146,6 +146,7 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
             max_concurrent_trials=spec.max_concurrent_trials if spec.search.algorithm == "optuna" else None,
             scheduler=_scheduler(spec),
             search_alg=_search_alg(spec),
+            trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=prepared.experiment_dir.name,
@@ -173,6 +174,11 @@ def trainable(prepared: PreparedSweep, builder: str | Callable[..., Any] = DEFAU
         final_eval=prepared.spec.trial.final_eval,
     )
     return tune.with_resources(tune.with_parameters(run_trial, setup=setup), prepared.spec.trial.driver_resources)
+
+
+def _trial_dirname(trial: Any) -> str:
+    """Tune's `trial_dirname_creator` (a module function: the Tuner is pickled for --resume)."""
+    return trial_dirname(trial.trial_id, trial.config)
 
 
 def _scheduler(spec: SweepSpec) -> Any:

@@ -9,6 +9,7 @@ keys exactly as the training config names them. A conditional choice becomes `tu
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -115,6 +116,24 @@ def flatten_trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+TRIAL_DIRNAME_CHARS = 100  # a trial's directory name at most; S3 keys and Windows paths stay short
+
+
+def trial_dirname(trial_id: str, config: Mapping[str, Any]) -> str:
+    """A trial directory's name: Tune's id, then each searched key's last part and its value, an arm by its name.
+
+    Tune's own name spells out every value of every nested option, so an arm (a dict of keys) gave names of 150+
+    characters. The id keeps names unique; the rest is for a reader listing the experiment directory."""
+    parts = [trial_id]
+    for key, value in config.items():
+        shown = value[VALUE_KEY] if isinstance(value, Mapping) and VALUE_KEY in value else value
+        if isinstance(shown, float):
+            shown = f"{shown:.4g}"
+        parts.append(f"{key.rsplit('.', 1)[-1]}={shown}")
+    name = re.sub(r"[^A-Za-z0-9._=+-]+", "-", "_".join(parts))
+    return name[:TRIAL_DIRNAME_CHARS].rstrip("-_")
 
 
 def candidate_assignments(spec: SweepSpec) -> list[dict[str, Any]]:
