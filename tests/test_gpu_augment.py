@@ -63,7 +63,12 @@ def test_pad_to_batch_and_errors():
         pad_to_batch([])
     with pytest.raises(ValueError, match="recipe"):
         two_views(_images(2), recipe="nope")
-    assert set(RECIPES) == {"simclr", "byol", "simclr_small", "dino"}
+    from typing import get_args, get_type_hints
+
+    from hexray.config.sections import DataConfig
+
+    allowed = set(get_args(get_type_hints(DataConfig)["recipe"]))  # what `data.recipe` validates against
+    assert set(RECIPES) == allowed == {"simclr", "byol", "simclr_small", "dino"}  # a new recipe is named in both
 
 
 @pytest.mark.parametrize("recipe", ["simclr", "byol"])

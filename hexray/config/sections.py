@@ -62,7 +62,7 @@ class DataConfig:
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     image_size: int = 28
-    recipe: Literal["simclr", "byol", "simclr_small", "dino"] = "simclr"
+    recipe: Literal["simclr", "byol", "simclr_small", "dino"] = "simclr"  # = data.gpu_augment.RECIPES (tested)
     batch_size: int = 256
     train_split: str = "train"
     eval_split: str | None = None
