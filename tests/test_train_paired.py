@@ -38,40 +38,48 @@ def _order(rows: list[dict[str, str]]) -> str:
     return next(r["data/order_digest"] for r in rows if r["epoch_end"] == "1")
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_same_seed_same_stream_and_identical_losses(ray_session, tmp_path):
-    first = _train(tmp_path, "a")
-    again = _train(tmp_path, "b")
-    assert _losses(first) == _losses(again)  # exact: same data, same views, same init, same kernels
-    quiet = {"run.log_every_steps": 0}  # per-step reports cost ~1 s each: these two report at the epoch's end only
-    other_arm = _train(tmp_path, "c", **{"method.name": "byol", "hex.enabled": "false", **quiet})
-    assert _order(other_arm) == _order(first) != ""  # another method without HEX sees the same stream
-    other_seed = _train(tmp_path, "d", **{"run.seed": 6, **quiet})
-    assert _order(other_seed) != _order(first)  # and the digest does tell streams apart
+def _epoch_end(rows: list[dict[str, str]], epoch: int) -> dict[str, str]:
+    return next(r for r in rows if r["epoch_end"] == "1" and int(r["epoch"]) == epoch)
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("augment_in", ["trainer", "pipeline"])
-def test_a_resumed_run_continues_the_uninterrupted_stream(ray_session, tmp_path, augment_in):
-    """Stopped after epoch 1 and resumed, a run sees epoch 2's files in the order (and, with views made in Ray
-    Data's tasks, with the augmentations) the uninterrupted run saw: its epoch-2 loss is the same."""
+def _whole_cut_and_resumed(tmp_path, augment_in: str, per_step: bool) -> list[dict[str, str]]:
+    """One run of 2 epochs; one of 1 epoch with the same seed, then resumed to 2. With `per_step`, the two runs are
+    checked to log the same losses step by step (same data, same views, same init, same kernels). The resumed run
+    sees epoch 2's files in the order (and, with views made in Ray Data's tasks, with the augmentations) the
+    uninterrupted run saw: its epoch-2 loss is the same. Returns the uninterrupted run's rows."""
     from hexray.config import load_config
     from hexray.train.launch import run_training
 
-    quiet = {"run.log_every_steps": 0, "data.augment_in": augment_in}
-    whole = _train(tmp_path, "whole", **{**quiet, "run.epochs": 2})
-    _train(tmp_path, "cut", **{**quiet, "run.epochs": 1})
+    steps = {"run.log_every_steps": int(per_step), "data.augment_in": augment_in}
+    whole = _train(tmp_path, "whole", **{**steps, "run.epochs": 2})
+    cut = _train(tmp_path, "cut", **{**steps, "run.epochs": 1})
+    if per_step:
+        assert _losses(cut) == _losses(whole)  # exact, step by step
     run = tmp_path / "cut"
     run_training(load_config(str(run / "config.yaml"), ["run.epochs=2"]), resume_dir=str(run), final_eval=False)
     resumed = list(csv.DictReader((run / "metrics.csv").open()))
+    assert _epoch_end(whole, 1)["data/order_digest"] != _epoch_end(whole, 2)["data/order_digest"]  # reshuffled
+    assert _epoch_end(resumed, 2)["data/order_digest"] == _epoch_end(whole, 2)["data/order_digest"]
+    assert float(_epoch_end(resumed, 2)["loss"]) == pytest.approx(float(_epoch_end(whole, 2)["loss"]), abs=1e-6)
+    return whole
 
-    def epoch_end(rows, epoch):
-        return next(r for r in rows if r["epoch_end"] == "1" and int(r["epoch"]) == epoch)
 
-    assert epoch_end(whole, 1)["data/order_digest"] != epoch_end(whole, 2)["data/order_digest"]  # reshuffled
-    assert epoch_end(resumed, 2)["data/order_digest"] == epoch_end(whole, 2)["data/order_digest"]
-    assert float(epoch_end(resumed, 2)["loss"]) == pytest.approx(float(epoch_end(whole, 2)["loss"]), abs=1e-6)
+# Each test below is a handful of whole training runs (~25 s each on 2 cores, most of it Ray Train's worker start
+# and imports): the checks share runs instead of each starting its own.
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_views_made_by_the_trainer_same_seed_same_stream_and_resume_continues_it(ray_session, tmp_path):
+    whole = _whole_cut_and_resumed(tmp_path, "trainer", per_step=True)
+    quiet = {"run.log_every_steps": 0, "run.epochs": 1}  # these report at the epoch's end only
+    other_arm = _train(tmp_path, "byol", **{"method.name": "byol", "hex.enabled": "false", **quiet})
+    assert _order(other_arm) == _order(whole) != ""  # another method without HEX sees the same stream
+    other_seed = _train(tmp_path, "seed6", **{"run.seed": 6, **quiet})
+    assert _order(other_seed) != _order(whole)  # and the digest does tell streams apart
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_views_made_in_ray_data_tasks_same_seed_same_stream_and_resume_continues_it(ray_session, tmp_path):
+    _whole_cut_and_resumed(tmp_path, "pipeline", per_step=False)  # per-step reports cost ~0.5 s each
