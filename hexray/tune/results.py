@@ -32,6 +32,7 @@ class SweepReport:
     parquet: StoragePath
     curves: pd.DataFrame
     best_config: str | None
+    unfinished: int = 0  # trials neither terminated nor failed: the sweep was interrupted (Ctrl+C, a lost driver)
 
 
 def trial_table(results: Any, spec: SweepSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -122,13 +123,18 @@ def summarize(report: SweepReport, spec: SweepSpec, top: int = 10) -> str:
     """Terminal summary: counts per status, the top trials and where the files are."""
     table = report.table
     failed = int((table["status"] == "ERROR").sum())
+    finished = len(table) - failed - report.unfinished
     lines = [
-        f"sweep {spec.name!r}: {len(table)} trials, {len(table) - failed} finished, {failed} failed; "
-        f"metric {spec.metric} ({spec.mode})",
+        f"sweep {spec.name!r}: {len(table)} trials, {finished} finished, {failed} failed"
+        + (f", {report.unfinished} unfinished" if report.unfinished else "")
+        + f"; metric {spec.metric} ({spec.mode})",
     ]
     shown = table.drop(columns=["path"]).head(top)
     lines.append(shown.to_string(index=False, max_colwidth=60, float_format=lambda v: f"{v:.4g}"))
     lines.append(f"table: {report.csv} (+ .parquet)")
+    if report.unfinished:
+        lines.append(f"the sweep stopped before {report.unfinished} trial(s) finished (the table lists them with "
+                     f"what they reported): continue with  hexray sweep --resume {report.csv.parent}")
     best = report.best_config
     lines.append(f"best config: {best}" if best else "best config: none (no trial reported the metric)")
     return "\n".join(lines)
@@ -139,4 +145,13 @@ def report_results(results: Any, spec: SweepSpec, base: Mapping[str, Any], out_d
     table, curves = trial_table(results, spec)
     csv, parquet = write_table(table, curves, out_dir)
     best = write_best_config(table, results, spec, base, out_dir)
-    return SweepReport(table=table, csv=csv, parquet=parquet, curves=curves, best_config=best)
+    return SweepReport(table=table, csv=csv, parquet=parquet, curves=curves, best_config=best,
+                       unfinished=unfinished_trials(results))
+
+
+def unfinished_trials(results: Any) -> int:
+    """Trials Tune holds as pending, running or paused. A Result carries no status, so the table cannot mark them:
+    after Ctrl+C a half-run trial would read as TERMINATED. Tune's ResultGrid counts them; a plain list has none."""
+    if not hasattr(results, "num_terminated"):
+        return 0
+    return len(results) - results.num_terminated - results.num_errors
