@@ -134,7 +134,7 @@ def summarize(report: SweepReport, spec: SweepSpec, top: int = 10) -> str:
     lines.append(f"table: {report.csv} (+ .parquet)")
     if report.unfinished:
         lines.append(f"the sweep stopped before {report.unfinished} trial(s) finished (the table lists them with "
-                     f"what they reported): continue with  hexray sweep --resume {report.csv.parent}")
+                     f"what they reported): continue with: hexray sweep --resume {report.csv.parent}")
     best = report.best_config
     lines.append(f"best config: {best}" if best else "best config: none (no trial reported the metric)")
     return "\n".join(lines)
