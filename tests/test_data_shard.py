@@ -122,13 +122,14 @@ def test_synthetic_hierarchy_is_reproducible_by_seed(tmp_path):
 
 @pytest.mark.parametrize("supers, per_super", [(4, 3), (8, 3), (4, 6)])
 def test_synthetic_hierarchy_is_one_raw_pixels_see(supers, per_super):
-    """Superclass = shape family, class = a notch on that shape, nuisance (colour, position, size, noise) independent
-    of both: raw-pixel neighbours share the superclass >= 90% of the time and the class clearly less (the v1
-    generator, whose colour/stripe classes were shared across shapes, gave 66% superclass and 100% variant)."""
+    """Superclass = shape family, class = the texture inside it, nuisance (colour, position, size, the texture's
+    phase, noise) independent of both: raw-pixel neighbours share the superclass >= 90% of the time and the class
+    clearly less (the v1 generator, whose colour/stripe classes were shared across shapes, gave 66% superclass and
+    100% variant; v4's notch classes gave 90-96% class, which left an SSL encoder nothing to win)."""
     spec = SyntheticSpec(num_superclasses=supers, classes_per_superclass=per_super, images_per_class=100)
     check = raw_pixel_neighbours(spec, max_images=1000)
     assert check["superclass"] >= 0.90
-    assert check["chance_class"] * 3 < check["class"] < check["superclass"] - 0.02
+    assert check["chance_class"] * 3 < check["class"] < check["superclass"] * 0.6
 
 
 def test_cli_shard_synthetic_prints_the_hierarchy_check_and_records_the_generator(tmp_path, capsys):

@@ -1,13 +1,17 @@
 """`synthetic-hierarchy`: small colour images with a known two-level hierarchy, generated deterministically.
 
 Superclass = shape family (circle, square, triangle, cross, ring, diamond, x-cross, star): the silhouette, which
-covers most of the image. Class = a variant of that shape: a small notch cut at one of `classes_per_superclass`
-heights on the shape's vertical axis (so a horizontal flip keeps the class). Nuisance factors are drawn per image,
+covers most of the image. Class = the texture inside the silhouette (stripes across or along, a checkerboard, dots,
+concentric rings, plain), a faint brightness pattern with a random phase. Nuisance factors are drawn per image,
 independent of both levels: the fill's hue, saturation and brightness, the background colour, the shape's size and
-position, pixel noise. So raw pixels
-see the superclass (their top-5 neighbours share it > 90% of the time) and the class less (the notch is a few
-pixels): the setting where HEX's adaptive threshold should find superclass groups (design/HEX.md).
-`raw_pixel_neighbours` measures this; `hexray shard synthetic-hierarchy` prints it and stores it in the manifest.
+position, the texture's phase, pixel noise.
+
+So raw pixels see the superclass (their top-5 neighbours share it >= 90% of the time) and the class much less (a
+texture with a random phase is noise to a pixel distance), while the class survives every SSL augmentation: a flip
+keeps a pattern's orientation, a crop keeps part of a pattern that fills the shape, colour jitter scales it. An
+encoder that learns what two views share can beat raw pixels on the class, the setting where HEX's adaptive
+threshold should find superclass groups (design/HEX.md). `raw_pixel_neighbours` measures the first half;
+`hexray shard synthetic-hierarchy` prints it and stores it in the manifest.
 Every image is a pure function of (seed, split, index), so shards are reproducible and can be generated in parallel.
 """
 
@@ -21,6 +25,7 @@ import numpy as np
 from hexray.errors import DataError
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "xcross", "star")
+TEXTURES = ("across", "along", "checker", "dots", "rings", "plain")  # every one unchanged by a horizontal flip
 _SPLIT_CODE = {"train": 0, "test": 1}
 
 
@@ -36,8 +41,9 @@ class SyntheticSpec:
     def __post_init__(self) -> None:
         if not 1 <= self.num_superclasses <= len(SHAPES):
             raise DataError(f"num_superclasses must be in 1..{len(SHAPES)}, got {self.num_superclasses}")
-        if not 1 <= self.classes_per_superclass <= 12:
-            raise DataError(f"classes_per_superclass must be in 1..12, got {self.classes_per_superclass}")
+        if not 1 <= self.classes_per_superclass <= len(TEXTURES):
+            raise DataError(f"classes_per_superclass must be in 1..{len(TEXTURES)} (the textures {TEXTURES}), "
+                            f"got {self.classes_per_superclass}")
         if self.images_per_class < 1:
             raise DataError(f"images_per_class must be >= 1, got {self.images_per_class}")
         if self.image_size < 8:
@@ -50,7 +56,8 @@ class SyntheticSpec:
         return self.num_superclasses * self.classes_per_superclass
 
     def class_names(self) -> list[str]:
-        return [f"{SHAPES[s]}-{v}" for s in range(self.num_superclasses) for v in range(self.classes_per_superclass)]
+        return [f"{SHAPES[s]}-{TEXTURES[v]}" for s in range(self.num_superclasses)
+                for v in range(self.classes_per_superclass)]
 
     def superclass_names(self) -> list[str]:
         return list(SHAPES[: self.num_superclasses])
@@ -73,26 +80,30 @@ class SyntheticSpec:
 class Nuisance:
     """The per-image factors drawn independently of superclass and class (recorded in the manifest)."""
 
-    radius: tuple[float, float] = (0.33, 0.38)       # shape radius, fraction of the image side
-    jitter: float = 0.05                             # centre offset, ± fraction of the image side
-    hue: tuple[float, float] = (0.5, 0.7)            # fill colour: hue in a band an SSL colour jitter spans (a
-    saturation: tuple[float, float] = (0.5, 0.7)     # uniform hue made colour the easiest way to tell images apart:
-    #                                                  SimCLR learned colour, not shape, and lost to random init)
-    value: tuple[float, float] = (0.8, 0.95)
-    background: tuple[float, float] = (0.05, 0.15)   # per-channel background level
+    radius: tuple[float, float] = (0.30, 0.40)       # shape radius, fraction of the image side
+    jitter: float = 0.06                             # centre offset, ± fraction of the image side
+    hue: tuple[float, float] = (0.55, 0.65)          # fill colour: in a band the SSL colour jitter (±0.1 hue) spans;
+    saturation: tuple[float, float] = (0.55, 0.65)   # colour that tells two images apart is a shortcut SimCLR takes
+    #                                                  instead of shape (v2-v4 scored below a random-init network)
+    value: tuple[float, float] = (0.7, 0.8)          # the fill's mean brightness; the texture swings around it
+    background: tuple[float, float] = (0.05, 0.15)   # grey level of the background (one value for all channels)
     noise_std: float = 0.03
-    notch_span: float = 0.6                          # the class's notch: centres spread over ± this fraction of r
-    notch_half: float = 0.22                         # ... on the vertical axis; a square of this half-side (of r)
+    texture_contrast: float = 0.25                   # the class's texture: brightness × (1 ± this)
+    texture_period: float = 0.45                     # ... with this period, a fraction of r (4-6 px at 32 px)
 
 
 NUISANCE = Nuisance()
-GENERATOR_VERSION = 4  # 1: class = colour/stripes shared across superclasses (the hierarchy was upside down);
-# 2: any hue (SSL learned the colour shortcut); 3: wide saturation/background ranges (still below random init)
+MIN_TEXTURE_PERIOD_PX = 3.0  # below this a 16-px test image's texture aliases into noise
+GENERATOR_VERSION = 5  # 1: class = colour/stripes shared across superclasses (the hierarchy was upside down);
+# 2: any hue (SSL learned the colour shortcut); 3: wide saturation/background ranges (still below random init);
+# 4: class = a notch at one of K heights (raw pixels saw it at 98% kNN; crops cut it away, so SimCLR scored 25%);
+# 5: class = texture, grey background (v4's per-channel background colour told images apart)
 
 
 def generator_description() -> dict:
     """What the manifest records about how images were made."""
-    return {"generator_version": GENERATOR_VERSION, "class_factor": "notch height on the vertical axis",
+    return {"generator_version": GENERATOR_VERSION, "class_factor": "texture inside the shape",
+            "textures": list(TEXTURES),
             "superclass_factor": "shape", "nuisance": asdict(NUISANCE)}
 
 
@@ -117,12 +128,26 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
     return np.sqrt(dy**2 + dx**2) <= r * (0.55 + 0.45 * np.cos(2.5 * angle) ** 2)
 
 
-def notch_offset(variant: int, count: int) -> float:
-    """Where class `variant`'s notch sits on the shape's vertical axis, in radii from its centre (top to bottom).
-    On the axis, so a horizontal flip (an SSL augmentation) never turns one class into another."""
-    if count == 1:
-        return 0.0
-    return NUISANCE.notch_span * (2 * variant / (count - 1) - 1)
+def texture(kind: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, period: float,
+            phase: np.ndarray) -> np.ndarray:
+    """Class `kind`'s brightness pattern in [-1, 1]: a square wave of `period` pixels shifted by `phase` (2 values
+    in [0, 1)), so its position in the image is nuisance and only its kind is the class."""
+
+    def wave(u: np.ndarray, shift: float) -> np.ndarray:
+        return np.where(((u / period + shift) % 1.0) < 0.5, 1.0, -1.0)
+
+    if kind == "across":
+        return wave(yy, phase[0])
+    if kind == "along":
+        return wave(xx, phase[1])
+    if kind == "checker":
+        return wave(yy, phase[0]) * wave(xx, phase[1])
+    if kind == "dots":
+        fy, fx = (yy / period + phase[0]) % 1.0 - 0.5, (xx / period + phase[1]) % 1.0 - 0.5
+        return np.where(fy**2 + fx**2 <= 0.3**2, 1.0, -1.0)
+    if kind == "rings":
+        return wave(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2), phase[0])
+    return np.zeros_like(yy)
 
 
 def render(spec: SyntheticSpec, split: str, label: int, index: int) -> np.ndarray:
@@ -134,12 +159,13 @@ def render(spec: SyntheticSpec, split: str, label: int, index: int) -> np.ndarra
     r = size * rng.uniform(*n.radius)
     cy, cx = size / 2 + rng.uniform(-n.jitter, n.jitter, size=2) * size
     mask = _shape_mask(SHAPES[sup], yy, xx, cy, cx, r)
-    ny = cy + notch_offset(variant, spec.classes_per_superclass) * r
-    mask &= ~((np.abs(yy - ny) <= n.notch_half * r) & (np.abs(xx - cx) <= n.notch_half * r))
     colour = np.array(colorsys.hsv_to_rgb(rng.uniform(*n.hue), rng.uniform(*n.saturation), rng.uniform(*n.value)),
                       dtype=np.float32)
-    background = rng.uniform(*n.background, size=3).astype(np.float32)
-    image = np.where(mask[..., None], colour, background) + rng.normal(0.0, n.noise_std, size=(size, size, 3))
+    period = max(n.texture_period * r, MIN_TEXTURE_PERIOD_PX)
+    pattern = texture(TEXTURES[variant], yy, xx, cy, cx, period, rng.uniform(0.0, 1.0, size=2))
+    fill = colour * (1.0 + n.texture_contrast * pattern[..., None])
+    background = np.full(3, rng.uniform(*n.background), dtype=np.float32)
+    image = np.where(mask[..., None], fill, background) + rng.normal(0.0, n.noise_std, size=(size, size, 3))
     return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
