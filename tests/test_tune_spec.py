@@ -358,7 +358,7 @@ def test_quick_subset_keeps_the_named_arms_and_its_own_overrides(tmp_path):
     spec = load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", quick=True)
     assert spec.name == "evidence-fashion-mnist-quick"
     assert [a.label for a in spec.arms] == ["simclr: base", "simclr: oracle w_h=0", "simclr: oracle w_h=3"]
-    assert spec.overrides["run.epochs"] == 3 and spec.overrides["hex.temperature"] == 0.07
+    assert spec.overrides["run.epochs"] == 3 and spec.overrides["hex.temperature"] == 0.1
     assert trial_count(spec) == 6
     full = load_sweep(SWEEPS / "evidence-fashion-mnist.yaml")
     assert trial_count(full) == 39 and {a.label for a in full.arms} >= {"byol: base", "barlow: + 0.1 HEX"}
