@@ -85,3 +85,31 @@ def test_grey_batch_stays_one_channel_and_matches_its_rgb_copy(recipe):
     with pytest.raises(ValueError, match="one value per channel"):
         augment_view(grey, sizes, RECIPES[recipe][0], output_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
     assert two_views(grey, recipe=recipe, output_size=12)[0].shape == (32, 1, 12, 12)
+
+
+def test_roi_align_kernel_is_torchvision_bit_for_bit():
+    from torchvision.ops import roi_align as reference
+
+    from hexray.data.roi_align_op import roi_align
+
+    gen = torch.Generator().manual_seed(0)
+    for channels, side, out in ((1, 28, 28), (3, 64, 24), (3, 20, 48)):  # same size, down- and upsampling
+        batch = torch.randint(0, 256, (12, channels, side, side), generator=gen, dtype=torch.uint8).float()
+        sizes = torch.full((12, 2), float(side))
+        boxes = torch.cat([_crop_boxes(sizes, recipe, gen) for recipe in (ViewRecipe(), ViewRecipe(scale=(0.9, 1)))])
+        rois = torch.cat([torch.arange(12.0).repeat(2)[:, None], boxes], dim=1)
+        got = roi_align(batch, rois, out, sampling_ratio=0, aligned=True)
+        assert torch.equal(got, reference(batch, rois, out, 1.0, 0, True))
+
+
+def test_augmenting_imports_neither_torchvision_nor_dynamo():
+    """What a training worker imports: torchvision would pull in torch._dynamo, 2-3 s per worker process."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, hexray.train.loop, hexray.cli\n"
+            "from hexray.data.gpu_augment import two_views\n"
+            "two_views(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), output_size=28)\n"
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
+
+from hexray.data.roi_align_op import roi_align
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -183,8 +184,7 @@ def augment_view(
     n = batch.shape[0]
     boxes = _crop_boxes(sizes, recipe, generator)
     rois = torch.cat([torch.arange(n, device=batch.device, dtype=torch.float32)[:, None], boxes], dim=1)
-    x = roi_align(batch.float(), rois, output_size=output_size, spatial_scale=1.0, sampling_ratio=0,
-                  aligned=True) / 255.0
+    x = roi_align(batch.float(), rois, output_size, sampling_ratio=0, aligned=True) / 255.0
     flip = _coin(n, recipe.flip_p, x, generator).bool().view(n)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from hexray.models.settings import BACKBONE_NAMES, BackboneConfig
 
-_RESNETS = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
+_RESNETS = ("resnet18", "resnet50")
 
 
 def _resnet(cfg: BackboneConfig) -> tuple[nn.Module, int]:
@@ -17,7 +16,9 @@ def _resnet(cfg: BackboneConfig) -> tuple[nn.Module, int]:
     The small stem (3×3 stride-1 conv, no max-pool) keeps 28–64 px inputs from shrinking 4× before the first
     block, as in the CIFAR ResNets of SimCLR/solo-learn. Parameter names stay torchvision's.
     """
-    model = _RESNETS[cfg.name](weights=None, zero_init_residual=cfg.zero_init_residual)
+    import torchvision  # here, not at the top: importing it costs every process 2-3 s (it imports torch._dynamo)
+
+    model = getattr(torchvision.models, cfg.name)(weights=None, zero_init_residual=cfg.zero_init_residual)
     if cfg.small_stem:
         model.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
