@@ -2,8 +2,9 @@
 
 Fast tests use hexray's functions in this process; the slow one is the issue's check as a user would run it:
 every command in a subprocess with an empty working directory and an empty HOME, endpoint and credentials only in
-the standard AWS variables; shard → train (2 workers, a worker killed after epoch 1 and restored) → resume →
-export → eval → report, all on s3://, then the bucket must hold everything and the local disk nothing.
+the standard AWS variables; shard → train (MoCo, 2 workers, a worker killed after epoch 1 and restored in full from
+the bucket) → resume → export → eval → report, all on s3://, then the bucket must hold everything and the local disk
+nothing.
 """
 
 from __future__ import annotations
@@ -176,6 +177,26 @@ def _empty_machine(s3, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:  # 
     return work, home, env
 
 
+def _state(s3, checkpoint: str) -> dict:  # noqa: ANN001
+    import torch
+
+    return torch.load(io.BytesIO(s3.get(checkpoint + "/state.pt")), map_location="cpu", weights_only=False)
+
+
+def _assert_restored_in_full(row: dict[str, str], saved: dict) -> None:
+    """The restarted worker group resumed epoch 1's checkpoint: the same step, optimizer moments, scheduler position,
+    momentum encoder and queue (the loop logs digests of what it loaded)."""
+    from hexray.train.components import state_digest
+
+    assert int(row["restored_epoch"]) == 1 and int(row["restored_step"]) == saved["step"] > 0
+    assert int(row["restored/scheduler_step"]) == saved["scheduler"]["last_epoch"] == saved["step"]
+    optimizer_digest = state_digest(saved["optimizer"]["state"])
+    assert optimizer_digest > 0  # momentum buffers exist: a fresh optimizer would have none
+    assert float(row["restored/optimizer_digest"]) == pytest.approx(optimizer_digest, rel=1e-9)
+    assert float(row["restored/method_digest"]) == pytest.approx(state_digest(saved["method"]), rel=1e-9)
+    assert any(k.startswith("target_backbone") for k in saved["method"])  # MoCo's momentum encoder
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3, tmp_path):
@@ -192,7 +213,9 @@ def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3, tmp_path):
              "--set", "method.proj_output_dim=32", "--set", "scaling.num_workers=2",
              "--set", "scaling.cpus_per_worker=0.25", "--set", "checkpoint.max_failures=1",
              "--set", "checkpoint.metric=loss", "--set", "checkpoint.mode=min", "--set", "checkpoint.keep=5",
-             "--set", "probe.knn_train_limit=256", "--set", "probe.knn_eval_limit=128"]
+             "--set", "probe.knn_train_limit=256", "--set", "probe.knn_eval_limit=128",
+             # MoCo with SGD: the restored state includes momentum buffers, a momentum encoder and a queue
+             "--set", "method.name=moco", "--set", "method.pred_hidden_dim=32", "--set", "optim.name=sgd"]
     tests_dir = str(Path(__file__).resolve().parent)  # the driver imports fault_hooks and ships it to the workers
     crash = {**env, "PYTHONPATH": os.pathsep.join(p for p in (tests_dir, env.get("PYTHONPATH")) if p)}
     _cli([*train, "--set", "run.worker_hooks=[fault_hooks:crash_after_epoch_1]"], env=crash, cwd=work, timeout=420)
@@ -203,15 +226,18 @@ def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3, tmp_path):
         assert run + name in keys, (name, keys)
     assert "runs/r1.crashed" in s3.keys("runs/"), "the test hook never killed the worker"
     rows = list(csv.DictReader(io.StringIO(s3.get(run + "metrics.csv").decode())))
-    assert [int(r["restored_epoch"]) for r in rows if r.get("restored_epoch")] == [1]  # restored from s3
+    restored = [r for r in rows if r.get("restored_epoch")]
+    assert [int(r["restored_epoch"]) for r in restored] == [1]  # restored from s3
     assert [int(r["epoch"]) for r in rows if r["epoch_end"] == "1"][-2:] == [1, 2]
+    _assert_restored_in_full(restored[0], _state(s3, run + "checkpoint_epoch0001"))
     summary = json.loads(s3.get(run + "summary.json"))
     assert summary["run_dir"] == f"{bucket}/runs/r1" and summary["epochs"] == 2
     assert summary["evaluation"]["pretrained"]["knn/top1@20"] > 0
 
     _cli(["train", "--resume", f"{bucket}/runs/r1", "--set", "run.epochs=3", "--set", "run.worker_hooks=[]",
           "--no-eval"], env=env, cwd=work, timeout=300)
-    assert run + "checkpoint_epoch0003/state.pt" in s3.keys(run)
+    steps = _state(s3, run + "checkpoint_epoch0001")["step"]
+    assert _state(s3, run + "checkpoint_epoch0003")["step"] == 3 * steps  # the resumed run continued the count
 
     _cli(["export", f"{bucket}/runs/r1", "out.pt"], env=env, cwd=work, timeout=120)
     _cli(["export", f"{bucket}/runs/r1", f"{bucket}/weights/backbone.pt"], env=env, cwd=work, timeout=120)

@@ -1,6 +1,6 @@
 """End to end through the CLI: `hexray sweep sweeps/smoke.yaml` (2 tiny trials on synthetic data: two arms, one
 seed, each ending with the end-of-run table) writes the table, best config and plots, `hexray report` pairs the
-arms, and `hexray train best_config.yaml` trains the best config as is."""
+arms, and `hexray train best_config.yaml --check` accepts the best config as is."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     assert pd.read_csv(exp / "sweep_results.csv")["trial_id"].tolist() == table["trial_id"].tolist()
     assert main(["sweep", "--report", str(exp)]) == 0 and "2 trials" in capsys.readouterr().out
 
-    # The best config trains as is (only where it writes is redirected).
-    runs = tmp_path / "runs"
-    assert main(["train", str(best), "--set", f"run.storage_path={runs}", "--no-eval"]) == 0
-    assert (runs / "smoke-best" / "metrics.csv").is_file()
+    # The best config is a whole, valid run config: every check `hexray train` makes before Ray starts passes (a
+    # training run of it would add ~30 s of Ray Train start-up and nothing the trials above did not exercise).
+    assert main(["train", str(best), "--check", "--set", f"run.storage_path={tmp_path / 'runs'}"]) == 0
+    assert "# config OK: simclr on" in capsys.readouterr().out

@@ -73,9 +73,9 @@ def test_views_made_by_the_trainer_same_seed_same_stream_and_resume_continues_it
     whole = _whole_cut_and_resumed(tmp_path, "trainer", per_step=True)
     quiet = {"run.log_every_steps": 0, "run.epochs": 1}  # these report at the epoch's end only
     other_arm = _train(tmp_path, "byol", **{"method.name": "byol", "hex.enabled": "false", **quiet})
-    assert _order(other_arm) == _order(whole) != ""  # another method without HEX sees the same stream
-    other_seed = _train(tmp_path, "seed6", **{"run.seed": 6, **quiet})
-    assert _order(other_seed) != _order(whole)  # and the digest does tell streams apart
+    # another method without HEX sees the same stream (and the digest does tell streams apart: epochs 1 and 2 of
+    # one run differ, checked above; a different run.seed reshuffles: tests/test_epoch_stream.py)
+    assert _order(other_arm) == _order(whole) != ""
 
 
 @pytest.mark.ray

@@ -1,61 +1,14 @@
-"""Fault tolerance: a training worker dies after epoch 1's checkpoint; FailureConfig restarts the worker group,
-which resumes from that checkpoint — the same epoch/step, optimizer moments, scheduler position, momentum encoder
-and queue — and finishes every epoch. Then `--resume` extends the finished run by one epoch. Also: a NaN loss
-stops the run with an error naming the step and the term."""
+"""Failures with a clear message: a NaN loss stops the run naming the step and the term; a stalled worker fails the
+collective naming the timeout. (A worker killed mid-run and restored in full from its checkpoint, then `--resume`:
+tests/test_storage_s3.py, end to end on object storage.)"""
 
 from __future__ import annotations
 
-import csv
-
 import pytest
-from fault_hooks import CrashOnce, PoisonLoss, StallLastRank
+from fault_hooks import PoisonLoss, StallLastRank
 from test_train_e2e import synthetic_overrides
 
-from hexray.checkpoint import checkpoint_dir_name, load_state
 from hexray.errors import RunFailedError
-from hexray.train.components import state_digest
-
-
-def _rows(run):
-    return list(csv.DictReader((run / "metrics.csv").open()))
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_worker_crash_restores_full_state_then_resume(ray_session, tmp_path):
-    from hexray.config import load_config
-    from hexray.train.launch import run_training
-
-    sets = synthetic_overrides(tmp_path, "crash", **{
-        "method.name": "moco", "method.pred_hidden_dim": 32, "run.epochs": 3,
-        "checkpoint.max_failures": 1, "checkpoint.keep": 5, "probe.knn_every_epochs": 0,
-        "checkpoint.metric": "loss", "checkpoint.mode": "min", "optim.name": "sgd"})
-    result = run_training(load_config(None, sets), final_eval=False,
-                          worker_hooks=[CrashOnce(after_epoch=1, flag=str(tmp_path / "crashed.flag"))])
-    run = tmp_path / "crash"
-    assert (tmp_path / "crashed.flag").is_file(), "the test hook never killed the worker"
-
-    saved = load_state(run / checkpoint_dir_name(1))
-    restored = [r for r in _rows(run) if r.get("restored_epoch")]
-    assert len(restored) == 1
-    row = restored[0]
-    assert int(row["restored_epoch"]) == 1 and int(row["restored_step"]) == saved["step"] > 0
-    assert int(row["restored/scheduler_step"]) == saved["scheduler"]["last_epoch"] == saved["step"]
-    optimizer_digest = state_digest(saved["optimizer"]["state"])
-    assert optimizer_digest > 0  # momentum buffers exist: a fresh optimizer would have none
-    assert float(row["restored/optimizer_digest"]) == pytest.approx(optimizer_digest, rel=1e-9)
-    assert float(row["restored/method_digest"]) == pytest.approx(state_digest(saved["method"]), rel=1e-9)
-    assert any(k.startswith("target_backbone") for k in saved["method"])  # MoCo's momentum encoder
-    ends = [int(r["epoch"]) for r in _rows(run) if r["epoch_end"] == "1"]
-    assert ends[-2:] == [2, 3] and result.summary["final_metrics"]["epoch"] == 3
-    assert load_state(run / checkpoint_dir_name(3))["step"] == 3 * saved["step"]
-
-    cfg = load_config(str(run / "config.yaml"), ["run.epochs=4"])
-    run_training(cfg, resume_dir=str(run), final_eval=False)
-    last = load_state(run / checkpoint_dir_name(4))
-    assert last["epoch"] == 4 and last["step"] == 4 * saved["step"]
-    assert int([r for r in _rows(run) if r.get("restored_epoch")][-1]["restored_epoch"]) == 3
 
 
 @pytest.mark.ray
