@@ -177,12 +177,6 @@ def _empty_machine(s3, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:  # 
     return work, home, env
 
 
-def _state(s3, checkpoint: str) -> dict:  # noqa: ANN001
-    import torch
-
-    return torch.load(io.BytesIO(s3.get(checkpoint + "/state.pt")), map_location="cpu", weights_only=False)
-
-
 def _assert_restored_in_full(row: dict[str, str], saved: dict) -> None:
     """The restarted worker group resumed epoch 1's checkpoint: the same step, optimizer moments, scheduler position,
     momentum encoder and queue (the loop logs digests of what it loaded)."""
@@ -199,7 +193,10 @@ def _assert_restored_in_full(row: dict[str, str], saved: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3, tmp_path):
+def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3_env, tmp_path):
+    from hexray.checkpoint import load_state  # reads the bucket: s3_env gives this process the server's variables
+
+    s3 = s3_env
     work, home, env = _empty_machine(s3, tmp_path)
     bucket = f"s3://{s3.bucket}"
     _cli(["shard", "synthetic-hierarchy", f"{bucket}/shards", "--option", "images_per_class=40",
@@ -229,15 +226,15 @@ def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3, tmp_path):
     restored = [r for r in rows if r.get("restored_epoch")]
     assert [int(r["restored_epoch"]) for r in restored] == [1]  # restored from s3
     assert [int(r["epoch"]) for r in rows if r["epoch_end"] == "1"][-2:] == [1, 2]
-    _assert_restored_in_full(restored[0], _state(s3, run + "checkpoint_epoch0001"))
+    _assert_restored_in_full(restored[0], load_state(f"{bucket}/{run}checkpoint_epoch0001"))
     summary = json.loads(s3.get(run + "summary.json"))
     assert summary["run_dir"] == f"{bucket}/runs/r1" and summary["epochs"] == 2
     assert summary["evaluation"]["pretrained"]["knn/top1@20"] > 0
 
     _cli(["train", "--resume", f"{bucket}/runs/r1", "--set", "run.epochs=3", "--set", "run.worker_hooks=[]",
           "--no-eval"], env=env, cwd=work, timeout=300)
-    steps = _state(s3, run + "checkpoint_epoch0001")["step"]
-    assert _state(s3, run + "checkpoint_epoch0003")["step"] == 3 * steps  # the resumed run continued the count
+    steps = load_state(f"{bucket}/{run}checkpoint_epoch0001")["step"]
+    assert load_state(f"{bucket}/{run}checkpoint_epoch0003")["step"] == 3 * steps  # the resumed run continued the count
 
     _cli(["export", f"{bucket}/runs/r1", "out.pt"], env=env, cwd=work, timeout=120)
     _cli(["export", f"{bucket}/runs/r1", f"{bucket}/weights/backbone.pt"], env=env, cwd=work, timeout=120)
