@@ -291,6 +291,20 @@ def test_every_reported_name_is_accepted(tmp_path):
         prepare_sweep(_spec(metric=metric), storage_path=str(tmp_path))
 
 
+def test_a_knn_metric_measured_every_few_epochs_suits_fifo_but_not_asha_or_pbt(tmp_path):
+    sparse = {"run.epochs": 6, "probe.knn_every_epochs": 3}
+    prepared = prepare_sweep(_spec(metric="knn/top1", overrides=sparse), storage_path=str(tmp_path))
+    assert not prepared.metric_every_epoch  # Tune's check that every report has it is switched off for this one
+    assert prepare_sweep(_spec(metric="loss", overrides=sparse), storage_path=str(tmp_path)).metric_every_epoch
+    for scheduler in ({"kind": "asha", "max_t": 6},
+                      {"kind": "pbt", "perturbation_interval": 2, "hyperparam_mutations": {"hex.beta": {"uniform":
+                                                                                             [0.5, 1.5]}}}):
+        spec = _spec(metric="probe/online_top1", overrides=sparse, scheduler=scheduler)
+        with pytest.raises(SweepError, match=r"measured every 3 epochs \(probe.knn_every_epochs: 3\) .*, but "
+                                             rf"{scheduler['kind']} compares trials after every epoch"):
+            prepare_sweep(spec, storage_path=str(tmp_path), init_key="data.options.init_from")
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"data.dataset": "fashion_mnist"}, "did you mean 'fashion-mnist'"),
     ({"data.dataset": "folder", "data.path": "/nonexistent/images"}, "data.path: /nonexistent/images is not a"),

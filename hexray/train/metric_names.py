@@ -27,6 +27,13 @@ def epoch_metric_names(cfg: Any) -> set[str]:
     return names
 
 
+def measured_every(cfg: Any, metric: str) -> int:
+    """Every how many epochs `metric` is measured: the kNN monitor and the online probe run every
+    `probe.knn_every_epochs` epochs and after the last (the epochs between repeat the last measurement, and the
+    reports before the first lack it); everything else, every epoch."""
+    return cfg.probe.knn_every_epochs if metric in (*KNN_KEYS, *ONLINE_PROBE_KEYS) else 1
+
+
 def loss_term_names(cfg: Any) -> set[str]:
     """The `out.terms` keys of the configured method, before and after HEX's warm-up (on a tiny convnet: the
     backbone changes no term)."""

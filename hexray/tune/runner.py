@@ -7,6 +7,7 @@ absolute paths, `sweep_base.yaml` = the validated base config), so `--resume DIR
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ class PreparedSweep:
     spec: SweepSpec
     base: dict[str, Any]
     experiment_dir: StoragePath
+    metric_every_epoch: bool = True  # False: some epochs' reports lack the metric (a kNN metric every N epochs)
 
 
 def prepare_sweep(
@@ -47,10 +49,11 @@ def prepare_sweep(
     if spec.scheduler.kind == "pbt":
         _check_init_key(base, init_key, apply_overrides, config_from_dict)
     _check_run_length(spec, base, apply_overrides, config_from_dict)
-    _check_metric(spec, base, apply_overrides, config_from_dict)
+    every_epoch = _check_metric(spec, base, apply_overrides, config_from_dict)
     _check_data(spec, base, apply_overrides, config_from_dict)
     experiment_dir = StoragePath(storage_path or spec.storage_path) / (name or spec.name)  # local or s3://...
-    return PreparedSweep(spec=spec, base=apply_overrides(base, spec.overrides), experiment_dir=experiment_dir)
+    return PreparedSweep(spec=spec, base=apply_overrides(base, spec.overrides), experiment_dir=experiment_dir,
+                         metric_every_epoch=every_epoch)
 
 
 def _check_run_length(spec: SweepSpec, base: Mapping[str, Any], apply_overrides: Callable,
@@ -74,17 +77,28 @@ def _check_run_length(spec: SweepSpec, base: Mapping[str, Any], apply_overrides:
 
 
 def _check_metric(spec: SweepSpec, base: Mapping[str, Any], apply_overrides: Callable,
-                  config_from_dict: Callable) -> None:
-    """The sweep's `metric` must be in every trial's epoch reports (Tune fails the trial, or ASHA/PBT silently
-    compare nothing, otherwise): checked against each candidate config's reported names."""
-    from hexray.train.metric_names import epoch_metric_names, unknown_metric_message
+                  config_from_dict: Callable) -> bool:
+    """The sweep's `metric` must be one the trials report (Tune fails the trial, or ASHA/PBT silently compare
+    nothing, otherwise): checked against each candidate config's reported names. A kNN or online-probe metric
+    comes every `probe.knn_every_epochs` epochs: enough for FIFO (the last epoch always has it), not for ASHA and
+    PBT, which compare trials after every epoch. True when every epoch's report carries the metric."""
+    from hexray.train.metric_names import epoch_metric_names, measured_every, unknown_metric_message
 
+    every_epoch = True
     for assignment in candidate_assignments(spec) or [{}]:  # each trial is one of these, or the base
         cfg = config_from_dict(apply_overrides(base, {**spec.overrides, **assignment}))
+        which = f" (in trials with {', '.join(f'{k}={v!r}' for k, v in assignment.items())})" if assignment else ""
         message = unknown_metric_message(spec.metric, epoch_metric_names(cfg), "metric")
         if message:
-            which = f" (in trials with {', '.join(f'{k}={v!r}' for k, v in assignment.items())})" if assignment else ""
             raise SweepError(message + which)
+        every = measured_every(cfg, spec.metric)
+        if every > 1 and spec.scheduler.kind in ("asha", "pbt"):
+            raise SweepError(
+                f"metric: {spec.metric!r} is measured every {every} epochs (probe.knn_every_epochs: {every}){which}, "
+                f"but {spec.scheduler.kind} compares trials after every epoch: set probe.knn_every_epochs: 1 in "
+                "the sweep's overrides, or choose a metric every epoch reports (e.g. loss)")
+        every_epoch = every_epoch and every == 1
+    return every_epoch
 
 
 def _check_data(spec: SweepSpec, base: Mapping[str, Any], apply_overrides: Callable,
@@ -135,6 +149,7 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
     from ray import tune
 
     spec = prepared.spec
+    _allow_epochs_without_metric(prepared)
     return tune.Tuner(
         trainable(prepared, builder, init_key),
         param_space=to_tune_space(spec),
@@ -158,6 +173,14 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
             verbose=verbose,
         ),
     )
+
+
+def _allow_epochs_without_metric(prepared: PreparedSweep) -> None:
+    """Tune fails a trial whose report lacks the metric, and a kNN metric measured every N epochs is missing from
+    the other epochs' reports by design; `_check_metric` has already checked its name and that the scheduler is
+    FIFO, so Tune's own check is switched off for such a sweep (Tune reads it at each result)."""
+    if not prepared.metric_every_epoch:
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
 
 
 def trainable(prepared: PreparedSweep, builder: str | Callable[..., Any] = DEFAULT_BUILDER,
@@ -247,6 +270,7 @@ def resume_sweep(prepared: PreparedSweep, *, restart_errored: bool = False,
     from ray import tune
 
     check_driver_resources(prepared.spec)
+    _allow_epochs_without_metric(prepared)
     if not tune.Tuner.can_restore(str(prepared.experiment_dir)):
         raise FileNotFoundError(f"no Tune experiment state to resume in {prepared.experiment_dir}")
     tuner = tune.Tuner.restore(
