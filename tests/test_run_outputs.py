@@ -98,6 +98,7 @@ def test_quiet_console_sends_rays_lines_to_the_log_file(tmp_path, capsys):
             logging.getLogger("ray.some_module").warning("Token authentication is enabled")
             print("\x1b[33m(raylet)\x1b[0m WARNING: 12 PYTHON worker processes have been started")
             print("epoch 1/7 | loss 5.1")
+            print("To visualize your results with TensorBoard, run: `tensorboard --logdir /tmp/ray/session_x`")
             logging.getLogger("ray").error("a real error")
     finally:
         ray_logger.removeHandler(handler)
@@ -106,6 +107,7 @@ def test_quiet_console_sends_rays_lines_to_the_log_file(tmp_path, capsys):
     assert "Token authentication" not in captured.err and "a real error" in captured.err
     log = (tmp_path / LOG_FILE).read_text()
     assert "Token authentication is enabled" in log and "(raylet) WARNING: 12 PYTHON worker" in log
+    assert "tensorboard --logdir /tmp/ray/session_x" in log  # Tune's pointer to its own copy: the log, not the user
     assert "\x1b[" not in log
 
 

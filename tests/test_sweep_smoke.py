@@ -1,6 +1,7 @@
 """End to end through the CLI: `hexray sweep sweeps/smoke.yaml` (2 tiny trials on synthetic data: two arms, one
-seed, each ending with the end-of-run table) writes the table, best config and plots, `hexray report` pairs the
-arms, and `hexray train best_config.yaml --check` accepts the best config as is."""
+seed, each ending with the end-of-run table; its metric is measured at the 2nd and last epoch only) writes the
+table, best config and plots, `hexray report` pairs the arms, and `hexray train best_config.yaml --check` accepts
+the best config as is."""
 
 from __future__ import annotations
 
@@ -45,10 +46,12 @@ def test_sweep_check_validates_without_ray(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
-    assert main(["sweep", str(SMOKE), "--storage-path", str(tmp_path / "sweeps"), "--verbose", "0"]) == 0
+    assert main(["sweep", str(SMOKE), "--storage-path", str(tmp_path / "sweeps")]) == 0
     out = capsys.readouterr().out
     exp = tmp_path / "sweeps" / "smoke"
     assert "sweep 'smoke': 2 trials" in out and "best config:" in out
+    # Tune's trial table names each trial's arm; Tune's pointer to its /tmp copy went to the sweep's log instead
+    assert "'_value': 'HEX'}" in out and "/tmp/ray" not in out and (exp / "hexray.log").is_file()
     table = pd.read_csv(exp / "sweep_results.csv")
     assert len(table) == 2 and set(table.columns) >= {"run.arm", "hex.threshold", "probe/online_top1 (best)"}
     assert (table["status"] == "TERMINATED").all() and sorted(table["run.arm"]) == ["HEX", "base"]

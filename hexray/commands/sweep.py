@@ -23,7 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--storage-path", help="override the sweep's storage_path")
     parser.add_argument("--name", help="override the sweep's name (the experiment directory's name)")
     parser.add_argument("--num-cpus", type=float, help="logical CPUs for a local Ray (None: max(4, cores))")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3), help="Tune's progress output level")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3),
+                        help="Tune's progress output level (default 1: the trial table now and then, each result)")
+    parser.add_argument("--ray-logs", action="store_true",
+                        help="show Ray's own console output (start-up, trial workers' logs, the raylet's warnings); "
+                             "otherwise it goes to EXPERIMENT_DIR/hexray.log")
     parser.add_argument("--quick", action="store_true",
                         help="run the sweep file's `quick:` subset (fewer arms/epochs/images; a `-quick` experiment)")
     parser.add_argument("--arms", metavar="A,B,...",
@@ -56,17 +60,30 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         print(_describe(prepared))
         return 0
-    _ensure_ray(args.num_cpus)
-    print(f"watch the trials: tensorboard --logdir {prepared.experiment_dir}", flush=True)
-    if args.report:
-        from ray import tune
+    from hexray import storage
+    from hexray.train.launch import ray_logs_from_env
+    from hexray.train.quiet import quiet_console
 
-        results = tune.Tuner.restore(str(prepared.experiment_dir), trainable=runner.trainable(prepared)).get_results()
-    elif args.resume:
-        results = runner.resume_sweep(prepared, restart_errored=args.retry_failed)
-    else:
-        results = runner.run_sweep(prepared, verbose=args.verbose)
-    print(write_outputs(results, prepared))
+    storage.make_dirs(str(prepared.experiment_dir))  # its log file opens in it (an unwritable path fails here)
+    with quiet_console(str(prepared.experiment_dir), verbose=args.ray_logs or ray_logs_from_env()) as log:
+        started = _ensure_ray(args.num_cpus)
+        print(f"watch the trials: tensorboard --logdir {prepared.experiment_dir}  (Ray's output: {log})",
+              flush=True)
+        if args.report:
+            from ray import tune
+
+            results = tune.Tuner.restore(str(prepared.experiment_dir),
+                                         trainable=runner.trainable(prepared)).get_results()
+        elif args.resume:
+            results = runner.resume_sweep(prepared, restart_errored=args.retry_failed)
+        else:
+            results = runner.run_sweep(prepared, verbose=args.verbose)
+        summary = write_outputs(results, prepared)
+        if started:  # what Ray still forwards at shutdown goes to the log too
+            import ray
+
+            ray.shutdown()
+    print(summary)
     return 0
 
 
@@ -104,16 +121,18 @@ def write_outputs(results, prepared) -> str:
             + f"\nTensorBoard (every trial's curves): tensorboard --logdir {prepared.experiment_dir}")
 
 
-def _ensure_ray(num_cpus: float | None) -> None:
+def _ensure_ray(num_cpus: float | None) -> bool:
     """Attach to RAY_ADDRESS if set, else start a local Ray with more logical than physical CPUs on small machines
-    (Ray Data's listing task needs a whole free CPU next to the fractional trainers)."""
+    (Ray Data's listing task needs a whole free CPU next to the fractional trainers). True when this call connected
+    (so the sweep disconnects at its end; a caller's own Ray stays up)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     from hexray.train.launch import start_local_ray
 
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
         start_local_ray(num_cpus or max(4, os.cpu_count() or 1))
+    return True

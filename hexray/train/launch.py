@@ -56,7 +56,7 @@ def ensure_ray(verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     _STARTED_RAY = True
-    verbose = verbose or _verbose()
+    verbose = verbose or ray_logs_from_env()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
@@ -102,7 +102,7 @@ def start_local_ray(num_cpus: float, **init_kwargs: Any) -> None:
     ray.init(num_cpus=num_cpus, resources=resources, **init_kwargs)
 
 
-def _verbose() -> bool:
+def ray_logs_from_env() -> bool:
     """HEXRAY_RAY_LOGS=1 shows Ray's worker logs and Ray Data's progress bars (noisy; progress comes from the run
     dir otherwise)."""
     return os.environ.get("HEXRAY_RAY_LOGS") == "1"
@@ -200,7 +200,7 @@ def build_trainer(cfg: TrainConfig, *, run_name: str | None = None, storage_path
         raise ConfigError(f"data.batch_size ({d.batch_size}) exceeds the {train_count} training images")
     # This process may be a Tune trial, not the driver `ensure_ray` ran in: the dataset copies this context (and
     # runs in Train's split coordinator with it), so without this its progress bars reach `hexray sweep`'s console.
-    ray.data.DataContext.get_current().enable_progress_bars = _verbose()
+    ray.data.DataContext.get_current().enable_progress_bars = ray_logs_from_env()
     views, first_epoch = None, _first_epoch(cfg, run_dir)
     if augment_in_trainer(cfg):
         train = decoded_dataset(root, split=d.train_split, image_size=d.image_size, seed=cfg.run.seed,

@@ -1,6 +1,7 @@
-"""A quiet console for `hexray train`: Ray's start-up INFO/WARNING lines, Ray Data's planning notes and the
-raylet's worker-pool warnings go to the run's log file (`<run dir>/hexray.log`) instead of the user's terminal;
-errors still reach both. `--verbose` leaves Ray's console output as Ray prints it (and still writes the file).
+"""A quiet console for `hexray train` and `hexray sweep`: Ray's start-up INFO/WARNING lines, Ray Data's planning
+notes, the workers' forwarded logs and the raylet's worker-pool warnings go to the log file of the run (or sweep:
+`<run or experiment dir>/hexray.log`) instead of the user's terminal; errors still reach both. `train --verbose`
+and `sweep --ray-logs` leave Ray's console output as Ray prints it (and still write the file).
 
 Ray prints through two channels: Python logging (loggers `ray` and `ray.data`, each with its own console handler
 and `propagate = False`) and plain writes to sys.stdout / sys.stderr of what the raylet publishes (`(raylet) ...`)
@@ -25,7 +26,9 @@ from hexray import storage
 LOG_FILE = "hexray.log"
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_RAY_LINE = re.compile(r"^\s*\((?:raylet|autoscaler|.*?\bpid=\d+)")  # (raylet) ... / (Actor pid=1, ip=...) ...
+# (raylet) ... / (Actor pid=1, ip=...) ..., and Tune's pointer to its own TensorBoard copy in /tmp/ray (a sweep
+# prints where the trials' event files really are)
+_RAY_LINE = re.compile(r"^\s*\((?:raylet|autoscaler|.*?\bpid=\d+)|^To visualize your results with TensorBoard")
 
 
 class _LineFilter(io.TextIOBase):

@@ -44,8 +44,9 @@ def trial_count(spec: SweepSpec) -> int:
 
 
 def arm_option(arm: Any) -> dict[str, Any]:
-    """An arm as one grid value: `{_value: name, key: value, ...}` (the conditional-choice form)."""
-    return {VALUE_KEY: arm.name, **arm.overrides}
+    """An arm as one grid value: `{key: value, ..., _value: name}` (the conditional-choice form; the name last,
+    since Tune's trial table shows the end of a long value)."""
+    return {**arm.overrides, VALUE_KEY: arm.name}
 
 
 def describe_space(space: Mapping[str, ParamSpec], indent: str = "") -> list[str]:
@@ -93,7 +94,7 @@ def _domain(param: ParamSpec, as_grid: bool, tune: Any) -> Any:
 
 
 def _branch_option(branch: Branch, tune: Any) -> dict[str, Any]:
-    return {VALUE_KEY: branch.value, **{k: _domain(p, False, tune) for k, p in branch.space.items()}}
+    return {**{k: _domain(p, False, tune) for k, p in branch.space.items()}, VALUE_KEY: branch.value}
 
 
 def _expand_branch(branch: Branch) -> list[Any]:
@@ -102,7 +103,7 @@ def _expand_branch(branch: Branch) -> list[Any]:
         return [branch.value]
     keys = list(branch.space)
     value_lists = [[option for b in branch.space[k].branches for option in _expand_branch(b)] for k in keys]
-    return [{VALUE_KEY: branch.value, **dict(zip(keys, combo, strict=True))}
+    return [{**dict(zip(keys, combo, strict=True)), VALUE_KEY: branch.value}
             for combo in itertools.product(*value_lists)]
 
 
