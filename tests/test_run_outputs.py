@@ -53,6 +53,14 @@ def test_plain_console_says_what_it_waits_for_after_a_silence():
     console.handle({"kind": "phase", "text": "epoch 1: waiting for the first batch"})
     console.poll()  # no board: nothing drained, but the silence is reported
     assert out.getvalue().splitlines()[-1].startswith("... epoch 1: waiting for the first batch (")
+    console.handle(_step(3, 3))  # training starts; steps too slow for a line every 50 come
+    console._phase_since -= 65  # ... for 65 s
+    console.handle(_step(4, 4))
+    console.poll()  # says how far the epoch is and how long it has run, not the time since the latest step
+    assert out.getvalue().splitlines()[-1] == "... training epoch 1/1, step 4/10 | loss 4.6, ε 0.620, 900 img/s (1m05s)"
+    console.handle({"kind": "phase", "text": "epoch 1: kNN monitor"})
+    console.poll()
+    assert out.getvalue().splitlines()[-1] == "... epoch 1: kNN monitor (0s)"
 
 
 def test_terminal_console_draws_a_bar_with_step_rate_loss_epsilon_and_eta():

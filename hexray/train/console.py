@@ -93,6 +93,7 @@ class LiveConsole(threading.Thread):
         self.tty = _draws_bars(self.stream) if tty is None else tty
         self.interval, self.heartbeat_s = interval, heartbeat_s
         self.phase = "starting the training workers"
+        self._detail = ""  # the latest step of a training phase, for the heartbeat line
         self._stop_event = threading.Event()
         self._last_output = self._phase_since = time.monotonic()
         self._bar: Any = None
@@ -130,6 +131,8 @@ class LiveConsole(threading.Thread):
     # ------------------------------------------------------------------ events
     def handle(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
+        if kind != "step":
+            self._detail = ""
         if kind == "phase":
             self.phase, self._phase_since = event["text"], time.monotonic()
             if not self.tty:
@@ -158,7 +161,10 @@ class LiveConsole(threading.Thread):
         parts = [f"loss {e['loss']:.4g}" if "loss" in e else "", f"ε {e['eps']:.3f}" if "eps" in e else "",
                  f"{e['images_per_s']:.0f} img/s" if "images_per_s" in e else ""]
         stats = ", ".join(p for p in parts if p)
-        self.phase, self._phase_since = f"training epoch {e['epoch']}", time.monotonic()
+        phase = f"training epoch {e['epoch']}/{self.total_epochs}"
+        if phase != self.phase:  # the heartbeat counts from the epoch's start, not from the latest step
+            self.phase, self._phase_since = phase, time.monotonic()
+        self._detail = f"step {e['i']}/{e['steps']}" + (f" | {stats}" if stats else "")
         if self.tty:
             bar = self._open_bar("epoch", int(e["steps"]), f"epoch {e['epoch']}/{self.total_epochs}")
             bar.n = int(e["i"])
@@ -179,7 +185,8 @@ class LiveConsole(threading.Thread):
         if self.tty and self._bar is not None:
             self._bar.refresh()  # the elapsed clock moves even between events
         elif now - self._last_output >= self.heartbeat_s:
-            self._print(f"... {self.phase} ({format_duration(now - self._phase_since)})")
+            detail = f", {self._detail}" if self._detail else ""
+            self._print(f"... {self.phase}{detail} ({format_duration(now - self._phase_since)})")
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
