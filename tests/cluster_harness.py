@@ -93,13 +93,24 @@ def node_home(base_dir: Path, role: str) -> Path:
     return home
 
 
+class NodeExited(RuntimeError):
+    """A `ray start` process ended while the cluster was coming up (`proc` says which)."""
+
+    def __init__(self, message: str, proc: subprocess.Popen) -> None:
+        super().__init__(message)
+        self.proc = proc
+
+
+WORKER_START_TRIES = 3
+
+
 def _wait_for(check, what: str, timeout: float, procs: list[subprocess.Popen], log_dir: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
                 logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(log_dir.glob("*.log")))
-                raise RuntimeError(f"`ray start` exited with {proc.returncode} while waiting for {what}:\n{logs}")
+                raise NodeExited(f"`ray start` exited with {proc.returncode} while waiting for {what}:\n{logs}", proc)
         try:
             if check():
                 return
@@ -234,12 +245,27 @@ def two_node_cluster(
         head_home, worker_home = node_home(base_dir, "head"), node_home(base_dir, "worker")
         cluster.procs.append(_start(head_cmd, {**full_env, "HOME": str(head_home)}, log_dir / "head.log", head_home))
         _wait_for(lambda: len(_alive_nodes(cluster.dashboard_url, token)) >= 1, "head", timeout, cluster.procs, log_dir)
-        cluster.procs.append(_start(worker_cmd, {**full_env, "HOME": str(worker_home)}, log_dir / "worker.log",
-                                    worker_home))
-        _wait_for(
-            lambda: len(_alive_nodes(cluster.dashboard_url, token)) >= 2, "worker node", timeout, cluster.procs, log_dir
-        )
+        _start_worker(cluster, worker_cmd, {**full_env, "HOME": str(worker_home)}, worker_home, token, timeout)
         yield cluster
     finally:
         _stop(cluster.procs, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _start_worker(cluster: TwoNodeCluster, cmd: list[str], env: dict[str, str], home: Path, token: str,
+                  timeout: float) -> None:
+    """Start the worker node; start it again if `ray start` gives up. It waits a fixed 30 s for its raylet to
+    register with the GCS (ray/_private/node.py), which a 2-core machine under load can exceed (seen: the head took
+    57 s to start next to a training run, then the worker's `ray start` exited with "timed out during startup")."""
+    for attempt in range(1, WORKER_START_TRIES + 1):
+        worker = _start(cmd, env, cluster.log_dir / f"worker-{attempt}.log", home)
+        cluster.procs.append(worker)
+        try:
+            _wait_for(lambda: len(_alive_nodes(cluster.dashboard_url, token)) >= 2, "worker node", timeout,
+                      cluster.procs, cluster.log_dir)
+            return
+        except NodeExited as err:
+            if err.proc is not worker or attempt == WORKER_START_TRIES:
+                raise
+            cluster.procs.remove(worker)
+            _stop([worker], cluster.temp_dir / "w")  # what the failed attempt left (its raylet, agents)
