@@ -150,3 +150,38 @@ def test_two_node_loss_matches_one_worker(cluster: TwoNodeCluster, two_worker_ru
     assert one[-1] < one[0] and two[-1] < two[0], "loss did not go down: the comparison would be meaningless"
     gaps = [abs(a - b) for a, b in zip(one, two, strict=True)]
     assert max(gaps) < LOSS_TOLERANCE, f"per-epoch loss gaps {gaps} exceed {LOSS_TOLERANCE}: 1 worker {one}, 2 {two}"
+
+
+def test_a_worker_node_whose_ray_start_gives_up_is_started_again(tmp_path, monkeypatch):
+    """`ray start` waits a fixed 30 s for its raylet to register, which a loaded 2-core machine can exceed: the
+    harness starts the worker node again. Its retry logic, with stand-in processes instead of Ray."""
+    import subprocess
+    import sys
+
+    import cluster_harness as harness
+
+    started: list[list[str]] = []
+
+    def fake_start(args, env, log, cwd=None):
+        started.append(args)
+        code = "raise SystemExit(1)" if len(started) == 1 else "import time; time.sleep(60)"  # gives up, then runs
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    monkeypatch.setattr(harness, "_start", fake_start)
+    monkeypatch.setattr(harness, "_alive_nodes", lambda url, token: [{}] * (2 if len(started) == 2 else 1))
+    cluster = harness.TwoNodeCluster(gcs_address="", dashboard_url="", env={}, temp_dir=tmp_path / "t",
+                                     log_dir=tmp_path)
+    try:
+        harness._start_worker(cluster, ["ray", "start"], {}, tmp_path, "token", timeout=30)
+        assert len(started) == 2 and len(cluster.procs) == 1 and cluster.procs[0].poll() is None
+    finally:
+        for proc in cluster.procs:
+            proc.kill()
+    started.clear()
+    cluster.procs.clear()
+    monkeypatch.setattr(harness, "_alive_nodes", lambda url, token: [{}])  # the worker never joins
+    monkeypatch.setattr(harness, "_start", lambda *a, **k: started.append(a) or subprocess.Popen(
+        [sys.executable, "-c", "raise SystemExit(3)"]))
+    with pytest.raises(harness.NodeExited, match="exited with 3 while waiting for worker node"):
+        harness._start_worker(cluster, ["ray", "start"], {}, tmp_path, "token", timeout=30)
+    assert len(started) == harness.WORKER_START_TRIES  # then it gives up, with the logs
