@@ -5,6 +5,7 @@ the best config as is."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +48,7 @@ def test_sweep_check_validates_without_ray(tmp_path, capsys):
 @pytest.mark.timeout(1200)
 def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     assert main(["sweep", str(SMOKE), "--storage-path", str(tmp_path / "sweeps")]) == 0
+    assert "TUNE_DISABLE_STRICT_METRIC_CHECKING" not in os.environ  # off for that sweep only, not for later ones
     out = capsys.readouterr().out
     exp = tmp_path / "sweeps" / "smoke"
     assert "sweep 'smoke': 2 trials" in out and "best config:" in out

@@ -6,9 +6,10 @@ absolute paths, `sweep_base.yaml` = the validated base config), so `--resume DIR
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,6 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
     from ray import tune
 
     spec = prepared.spec
-    _allow_epochs_without_metric(prepared)
     return tune.Tuner(
         trainable(prepared, builder, init_key),
         param_space=to_tune_space(spec),
@@ -175,12 +175,25 @@ def build_tuner(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = 
     )
 
 
-def _allow_epochs_without_metric(prepared: PreparedSweep) -> None:
+@contextlib.contextmanager
+def _epochs_without_metric_allowed(prepared: PreparedSweep) -> Iterator[None]:
     """Tune fails a trial whose report lacks the metric, and a kNN metric measured every N epochs is missing from
     the other epochs' reports by design; `_check_metric` has already checked its name and that the scheduler is
-    FIFO, so Tune's own check is switched off for such a sweep (Tune reads it at each result)."""
-    if not prepared.metric_every_epoch:
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    FIFO, so Tune's own check is off while such a sweep runs (Tune reads the variable at each result), and only
+    then: a later sweep in the same process keeps it."""
+    if prepared.metric_every_epoch:
+        yield
+        return
+    key = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+    saved = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
 
 
 def trainable(prepared: PreparedSweep, builder: str | Callable[..., Any] = DEFAULT_BUILDER,
@@ -260,7 +273,9 @@ def run_sweep(prepared: PreparedSweep, *, builder: str | Callable[..., Any] = DE
     """Run every trial; returns Tune's ResultGrid (failed trials included, with their errors)."""
     check_driver_resources(prepared.spec)
     write_sweep_files(prepared)
-    return build_tuner(prepared, builder=builder, init_key=init_key, verbose=verbose).fit()
+    tuner = build_tuner(prepared, builder=builder, init_key=init_key, verbose=verbose)
+    with _epochs_without_metric_allowed(prepared):
+        return tuner.fit()
 
 
 def resume_sweep(prepared: PreparedSweep, *, restart_errored: bool = False,
@@ -270,7 +285,6 @@ def resume_sweep(prepared: PreparedSweep, *, restart_errored: bool = False,
     from ray import tune
 
     check_driver_resources(prepared.spec)
-    _allow_epochs_without_metric(prepared)
     if not tune.Tuner.can_restore(str(prepared.experiment_dir)):
         raise FileNotFoundError(f"no Tune experiment state to resume in {prepared.experiment_dir}")
     tuner = tune.Tuner.restore(
@@ -280,4 +294,5 @@ def resume_sweep(prepared: PreparedSweep, *, restart_errored: bool = False,
         resume_errored=False,
         restart_errored=restart_errored,
     )
-    return tuner.fit()
+    with _epochs_without_metric_allowed(prepared):
+        return tuner.fit()
