@@ -66,7 +66,7 @@ def test_histogram_includes_exact_plus_minus_one_and_splits_by_label():
 
 def test_hierarchy_set_statistics_with_a_contract_threshold():
     # A fixed-ε threshold following the losses contract; two tight superclass clusters.
-    def threshold(sim, negatives, epoch, labels_anchor=None, labels_candidates=None):
+    def threshold(sim, negatives, epoch, labels_anchor=None, labels_candidates=None, classes=None):
         return SimpleNamespace(mask=(sim > 0.5) & negatives, epsilon=torch.tensor(0.5))
 
     gen = torch.Generator().manual_seed(0)

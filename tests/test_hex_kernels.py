@@ -28,18 +28,25 @@ EQUATIONS = [  # (variant, positive_in_denominator, w_h, w_g, β)
 
 
 def _clustered(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Two views of n points around n/16 centres, so that a 0.99-quantile ε leaves H(i) non-empty."""
+    """Two views of n points around n/16 centres, so that a 0.99-quantile ε leaves H(i) non-empty; superclass =
+    centre % 3."""
+    z1, z2, centre = _clustered_by_centre(n, d, seed)
+    return z1, z2, centre % 3
+
+
+def _clustered_by_centre(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_clustered`'s points with the centre each was drawn around (a fine class nested in the superclass)."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(max(n // 16, 2), d, generator=g, dtype=torch.float64)
     which = torch.randint(len(centres), (n,), generator=g)
     base = centres[which] + 0.7 * torch.randn(n, d, generator=g, dtype=torch.float64)
     z1 = F.normalize(base + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64), dim=1).requires_grad_()
     z2 = F.normalize(base + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64), dim=1).requires_grad_()
-    return z1, z2, which % 3
+    return z1, z2, which
 
 
-def _run(loss: HEXLoss, z1, z2, labels, epoch=0):
-    out = loss.pairs(z1, z2, epoch=epoch, labels=labels)
+def _run(loss: HEXLoss, z1, z2, labels, epoch=0, classes=None):
+    out = loss.pairs(z1, z2, epoch=epoch, labels=labels, classes=classes)
     return out, torch.autograd.grad(out.loss, (z1, z2))
 
 
@@ -52,15 +59,19 @@ def _assert_equal(out, grads, ref, ref_grads, atol=1e-10):
 
 
 @pytest.mark.parametrize(("variant", "positive_in", "w_h", "w_g", "beta"), EQUATIONS)
-@pytest.mark.parametrize("threshold", ["adaptive", "step", "cosine_compound", "superclass", "none"])
+@pytest.mark.parametrize("threshold",
+                         ["adaptive", "step", "cosine_compound", "superclass", "superclass_siblings", "none"])
 def test_dense_kernel_equals_the_equation(variant, positive_in, w_h, w_g, beta, threshold):
-    z1, z2, labels = _clustered(150, 12, seed=3)
+    z1, z2, centre = _clustered_by_centre(150, 12, seed=3)
+    labels = centre % 3
+    classes = centre if threshold == "superclass_siblings" else None  # read by the siblings oracle only
     cfg = HexConfig(variant=variant, positive_in_denominator=positive_in, local_weight=w_h, global_weight=w_g,
                     beta=beta, threshold=threshold, warmup_epochs=0, start=0.6)
-    ref, ref_grads = _run(HEXLoss(cfg, 10, kernel="reference"), z1, z2, labels, epoch=2)
+    ref, ref_grads = _run(HEXLoss(cfg, 10, kernel="reference"), z1, z2, labels, epoch=2, classes=classes)
     assert threshold == "none" or ref.terms["hex/h_size"].item() > 0, "the case must exercise H(i)"
     for chunk_rows in (None, 37):
-        out, grads = _run(HEXLoss(cfg, 10, kernel="dense", chunk_rows=chunk_rows), z1, z2, labels, epoch=2)
+        out, grads = _run(HEXLoss(cfg, 10, kernel="dense", chunk_rows=chunk_rows), z1, z2, labels, epoch=2,
+                          classes=classes)
         _assert_equal(out, grads, ref, ref_grads)
 
 

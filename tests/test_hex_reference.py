@@ -254,3 +254,35 @@ def test_row_with_every_negative_above_epsilon_stays_finite(kernel):
     assert all(torch.isfinite(gr).all() for gr in grads)
     dense = HEXLoss(HexConfig(warmup_epochs=0, quantile=0.5), 100, kernel="dense").pairs(z1, z2, epoch=0)
     _assert_same(out, dense.loss, z1, z2, atol=1e-9)
+
+
+@pytest.mark.parametrize("kernel", ["reference", "dense"])
+@pytest.mark.parametrize("w_h", [0.0, 3.0])
+def test_superclass_siblings_oracle_equals_a_loop(kernel, w_h):
+    """The siblings oracle (decomposed, β = 0, positive in): H(i) = negatives of i's superclass whose class is not
+    i's. The anchor's own class stays with the global negatives, so at w_h = 0 only the siblings leave the
+    denominator (the superclass oracle would remove the anchor's own class as well)."""
+    b = 120
+    z1, z2 = _clustered(b, seed=6)
+    classes = torch.arange(b) % 6
+    supers = classes // 2  # classes 2k and 2k+1 are siblings
+    cfg = HexConfig(variant="decomposed", threshold="superclass_siblings", local_weight=w_h, beta=0.0,
+                    positive_in_denominator=True, warmup_epochs=0)
+    out = HEXLoss(cfg, 100, kernel=kernel).pairs(z1, z2, epoch=0, labels=supers, classes=classes)
+
+    z, n = torch.cat([z1, z2]), 2 * b
+    ell = z @ z.T / cfg.temperature
+    sup, cls = torch.cat([supers, supers]).tolist(), torch.cat([classes, classes]).tolist()
+    losses, h_total = [], 0
+    for i in range(n):
+        p = (i + b) % n
+        negs = [j for j in range(n) if j not in (i, p)]
+        hs = [j for j in negs if sup[j] == sup[i] and cls[j] != cls[i]]
+        gs = [j for j in negs if j not in hs]
+        den = torch.exp(ell[i, p]) + torch.exp(ell[i, gs]).sum() + w_h * torch.exp(ell[i, hs]).sum()
+        losses.append(torch.log(den) - ell[i, p])
+        h_total += len(hs)
+    ref = torch.stack(losses).mean()
+    assert out.terms["hex/h_size"].item() == pytest.approx(h_total / n) and h_total > 0
+    assert out.terms["hex/purity"].item() == 1.0 and out.terms["hex/purity_class"].item() == 0.0
+    _assert_same(out, ref, z1, z2)

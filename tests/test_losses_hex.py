@@ -195,6 +195,30 @@ def test_superclass_mask_is_label_equality_minus_self_and_positive():
         thr(torch.zeros(n, n), neg, 0)
 
 
+def test_superclass_siblings_mask_is_the_superclass_less_the_anchors_class():
+    sup = torch.tensor([0, 1, 0, 2, 1, -1, 0, 2, 0])
+    cls = torch.tensor([0, 2, 1, 4, 2, 6, 0, 5, -1])  # 8: class unknown, so never a sibling
+    n = 2 * len(sup)
+    lab, fine = torch.cat([sup, sup]), torch.cat([cls, cls])
+    pos = (torch.arange(n) + len(sup)) % n
+    neg = ~torch.eye(n, dtype=torch.bool)
+    neg[torch.arange(n), pos] = False
+    thr = build_threshold(HexConfig(**PAPER, threshold="superclass_siblings"), 10)
+    mask = thr(torch.zeros(n, n), neg, 0, lab, lab, (fine, fine)).mask
+    expect = torch.zeros(n, n, dtype=torch.bool)
+    for i in range(n):
+        for j in range(n):
+            expect[i, j] = bool(neg[i, j] and lab[i] >= 0 and lab[i] == lab[j] and fine[i] >= 0 and fine[j] >= 0
+                                and fine[i] != fine[j])
+    assert torch.equal(mask, expect) and mask.any()
+    eps, mask_fn = thr.prepare(torch.zeros(n, n), pos, torch.arange(n), 0, lab, lab, (fine, fine))
+    assert torch.equal(mask_fn(torch.zeros(5, n), slice(3, 8)) & neg[3:8], expect[3:8])
+    with pytest.raises(ValueError, match="fine class labels"):
+        thr(torch.zeros(n, n), neg, 0, lab, lab)
+    with pytest.raises(ValueError, match="classes must have shapes"):
+        thr(torch.zeros(n, n), neg, 0, lab, lab, (fine[:3], fine))
+
+
 def test_purity_on_a_hand_built_case():
     # two tight clusters of 2 images each; images 0,1 share superclass 0, images 2,3 have superclasses 0 and 1
     c = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)

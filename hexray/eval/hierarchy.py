@@ -141,9 +141,10 @@ def hierarchy_set_statistics(
 ) -> dict[str, float]:
     """Statistics of H(i) = threshold-selected negatives on a frozen embedding (every other sample a negative).
 
-    `threshold` follows the losses contract: `threshold(sim, negatives, epoch, labels_anchor, labels_candidates)
-    -> ThresholdResult(mask, epsilon)`. Reports ε, mean |H(i)|, and the share of H(i) pairs with the anchor's
-    class / superclass (how well the threshold finds the hierarchy; chance = that label's frequency).
+    `threshold` follows the losses contract: `threshold(sim, negatives, epoch, labels_anchor, labels_candidates,
+    classes) -> ThresholdResult(mask, epsilon)` (superclasses, then the fine labels of both sides). Reports ε, mean
+    |H(i)|, and the share of H(i) pairs with the anchor's class / superclass (how well the threshold finds the
+    hierarchy; chance = that label's frequency).
     """
     if features.ndim != 2:
         raise ValueError(f"features must be 2-D (N, d), got shape {tuple(features.shape)}")
@@ -153,7 +154,8 @@ def hierarchy_set_statistics(
     negatives = ~torch.eye(z.shape[0], dtype=torch.bool)
     sup = superclasses.cpu().long()[idx] if superclasses is not None else None
     select = getattr(threshold, "threshold", threshold)  # a `.threshold` method or a plain callable
-    result = select(sim, negatives, epoch, sup, sup)
+    cls = labels.cpu().long()[idx] if labels is not None else None
+    result = select(sim, negatives, epoch, sup, sup, None if cls is None else (cls, cls))
     mask = result.mask & negatives
     h_size = mask.sum(dim=1).float()
     out = {"hex/epsilon": float(torch.as_tensor(result.epsilon).float().mean()), "hex/h_size": float(h_size.mean())}

@@ -97,7 +97,8 @@ class HEXLoss(nn.Module):
         """Row i of `anchors` against all `candidates`; `candidates[positive_index[i]]` is its positive and
         `candidates[self_index[i]]` (if given) the anchor itself. Labels (int64, −1 unknown; superclasses) feed
         `hex/purity` and the `superclass` oracle. `classes` (anchors', candidates' fine labels) add what H(i)
-        holds against chance (hexray.losses.hex_diagnostics); never used by the loss itself.
+        holds against chance (hexray.losses.hex_diagnostics); only the `superclass_siblings` oracle's H(i) reads
+        them.
         `validate=False` skips the value checks that cost a host sync."""
         check_contrastive_shapes(anchors, candidates, positive_index, self_index)
         check_labels("labels_anchor", labels_anchor, anchors.shape[0])
@@ -115,7 +116,7 @@ class HEXLoss(nn.Module):
         sim = anchors @ candidates.T  # the one matmul; the threshold reads it detached
         lab_a, lab_c = (labels_anchor, labels_candidates) if with_purity else (None, None)
         if self.kernel == "reference":
-            rows, st = self._reference(sim, positive_index, self_index, epoch, lab_a, lab_c)
+            rows, st = self._reference(sim, positive_index, self_index, epoch, lab_a, lab_c, classes)
             eps = st["epsilon"]
         elif self._sparse(sim):
             known = (self.threshold.epsilon(sim.detach(), positive_index, self_index)
@@ -125,7 +126,7 @@ class HEXLoss(nn.Module):
             eps = st["epsilon"]
         else:
             eps, mask_fn = self.threshold.prepare(
-                sim.detach(), positive_index, self_index, epoch, labels_anchor, labels_candidates
+                sim.detach(), positive_index, self_index, epoch, labels_anchor, labels_candidates, classes
             )
             rows, st = contrastive_rows(sim, positive_index, self_index, self.spec, mask_fn, lab_a, lab_c)
         loss = rows.mean()
@@ -156,20 +157,20 @@ class HEXLoss(nn.Module):
         if isinstance(self.threshold, AdaptiveQuantileThreshold):
             h = hierarchical_set(sim, neg, eps)
         else:
-            h = self.threshold(sim, neg, epoch, *(sup or (None, None))).mask
+            h = self.threshold(sim, neg, epoch, *(sup or (None, None)), (classes[0][r], classes[1])).mask
         h = keep_global_nonempty(h, neg, self.cfg)
         out = hierarchy_diagnostics(h, neg, (classes[0][r], classes[1]), sup)
         out.pop("hex/purity_superclass", None)  # = `hex/purity`, which the kernels compute
         return out
 
-    def _reference(self, sim, positive_index, self_index, epoch, labels_a, labels_c):
+    def _reference(self, sim, positive_index, self_index, epoch, labels_a, labels_c, classes):
         """hexray.losses.hex on whole masks, with the same statistics as the kernels."""
         neg = negatives_mask(positive_index, self_index, sim.shape[1])
         if isinstance(self.threshold, AdaptiveQuantileThreshold):
             eps = adaptive_epsilon(sim, neg, self.cfg.quantile, self.threshold.over)
             h = hierarchical_set(sim, neg, eps)
         else:
-            picked = self.threshold(sim, neg, epoch, labels_a, labels_c)
+            picked = self.threshold(sim, neg, epoch, labels_a, labels_c, classes)
             eps, h = picked.epsilon, picked.mask
         h = keep_global_nonempty(h, neg, self.cfg)
         rows = hex_rows(sim, positive_index, neg, h, self.cfg)
@@ -199,12 +200,17 @@ class HEXLoss(nn.Module):
         *,
         epoch: int,
         labels: torch.Tensor | None = None,
+        classes: torch.Tensor | None = None,
         validate: bool = True,
     ) -> LossOutput:
-        """NT-Xent layout: anchors = candidates = cat(z1, z2); `labels` are per image (repeated for both views)."""
+        """NT-Xent layout: anchors = candidates = cat(z1, z2); `labels` (superclasses) and `classes` (fine labels)
+        are per image (repeated for both views)."""
         check_view_pair(z1, z2)
         check_labels("labels", labels, z1.shape[0])
+        check_labels("classes", classes, z1.shape[0])
         z = torch.cat([z1, z2])
         pos, self_idx = pair_indices(z1.shape[0], z.device)
         lab = None if labels is None else torch.cat([labels, labels])
-        return self(z, z, pos, self_idx, epoch=epoch, labels_anchor=lab, labels_candidates=lab, validate=validate)
+        fine = None if classes is None else torch.cat([classes, classes])
+        return self(z, z, pos, self_idx, epoch=epoch, labels_anchor=lab, labels_candidates=lab,
+                    classes=None if fine is None else (fine, fine), validate=validate)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-THRESHOLD_KINDS = ("adaptive", "step", "cosine", "cosine_compound", "superclass", "none")
+THRESHOLD_KINDS = ("adaptive", "step", "cosine", "cosine_compound", "superclass", "superclass_siblings",
+                   "none")
 HEX_VARIANTS = ("released", "decomposed")
 QUANTILE_OVER = ("full_row", "negatives")
 NEGATIVE_SCOPES = ("global", "local")
@@ -17,7 +18,8 @@ class HexConfig:
 
     threshold: how H(i) is chosen — `adaptive` (ε = mean over rows of the row q-quantile, `nearest`),
       `step` / `cosine` / `cosine_compound` (min–max normalised row, δ scheduled over epochs), `superclass`
-      (oracle labels), `none` (H always empty: with `released` this is DCL, i.e. ε = +∞).
+      (oracle: the anchor's superclass), `superclass_siblings` (oracle: its superclass less its own class, which
+      needs fine labels), `none` (H always empty: with `released` this is DCL, i.e. ε = +∞).
     quantile_over: the values the row quantile (adaptive) and the min–max (step, cosine) are taken over:
       `full_row` (the reference code: self s_ii = 1 and the positive included) or `negatives` (an option).
     variant: `released` (the reference code: L_i = −ℓ_ip + log Σ_G e^{ℓ}, positive and H(i) out of the

@@ -1,12 +1,13 @@
 """How HEX picks the local hierarchical set H(i) among an anchor's negatives (design/HEX.md, "Threshold ε").
 
-Every kind implements `threshold(sim, negatives, epoch, labels_anchor=None, labels_candidates=None)` and returns
+Every kind implements `threshold(sim, negatives, epoch, labels_anchor=None, labels_candidates=None, classes=None)`
+(superclass labels, and the fine labels of anchors and candidates that only an oracle reads) and returns
 the N×M bool mask of H(i) (always a subset of `negatives`, so never the anchor nor its positive) plus ε, the
 scalar threshold actually used (for logging). `over` says which values of a row the quantile (adaptive) or the
 min–max (step, cosine) read: `full_row` (every column: self s_ii = 1 and the positive included, as the reference
-code does) or `negatives`. HEXLoss uses the equivalent row-chunked form
-`prepare(sim, positive_index, self_index, epoch, labels_anchor, labels_candidates) -> (ε, mask_fn)`, which never
-builds N×M masks at once; `mask_fn(sim_chunk, rows)` may include the anchor and its positive (the loss drops them).
+code does) or `negatives`. HEXLoss uses the equivalent row-chunked form `prepare(sim, positive_index,
+self_index, epoch, labels_anchor, labels_candidates, classes) -> (ε, mask_fn)`, which never builds N×M masks at
+once; `mask_fn(sim_chunk, rows)` may include the anchor and its positive (the loss drops them).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Threshold(Protocol):
         epoch: int,
         labels_anchor: torch.Tensor | None = None,
         labels_candidates: torch.Tensor | None = None,
+        classes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, MaskFn]: ...
 
     def __call__(
@@ -49,6 +51,7 @@ class Threshold(Protocol):
         epoch: int,
         labels_anchor: torch.Tensor | None = None,
         labels_candidates: torch.Tensor | None = None,
+        classes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> ThresholdResult: ...
 
 
@@ -129,7 +132,8 @@ class AdaptiveQuantileThreshold:
             raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
         self.quantile, self.over = quantile, _check_over(over)
 
-    def __call__(self, sim, negatives, epoch, labels_anchor=None, labels_candidates=None) -> ThresholdResult:
+    def __call__(self, sim, negatives, epoch, labels_anchor=None, labels_candidates=None, classes=None
+                 ) -> ThresholdResult:
         if self.over == "full_row":
             q = row_quantile_nearest_full(sim, self.quantile)
         else:
@@ -146,8 +150,8 @@ class AdaptiveQuantileThreshold:
             q = row_quantile_nearest_layout(sim, positive_index, self_index, self.quantile)
         return _at_least_f32(q).mean()
 
-    def prepare(self, sim, positive_index, self_index, epoch, labels_anchor=None, labels_candidates=None
-                ) -> tuple[torch.Tensor, MaskFn]:
+    def prepare(self, sim, positive_index, self_index, epoch, labels_anchor=None, labels_candidates=None,
+                classes=None) -> tuple[torch.Tensor, MaskFn]:
         eps = self.epsilon(sim, positive_index, self_index)
         return eps, lambda s, rows: s > eps
 
@@ -161,13 +165,14 @@ class _ScheduledMinMax:
     def delta(self, epoch: int) -> float:
         raise NotImplementedError
 
-    def __call__(self, sim, negatives, epoch, labels_anchor=None, labels_candidates=None) -> ThresholdResult:
+    def __call__(self, sim, negatives, epoch, labels_anchor=None, labels_candidates=None, classes=None
+                 ) -> ThresholdResult:
         d = self.delta(epoch)
         mask = negatives & (_minmax_rows(sim, None if self.over == "full_row" else negatives) > d)
         return ThresholdResult(mask=mask, epsilon=torch.full((), d, dtype=torch.float32, device=sim.device))
 
-    def prepare(self, sim, positive_index, self_index, epoch, labels_anchor=None, labels_candidates=None
-                ) -> tuple[torch.Tensor, MaskFn]:
+    def prepare(self, sim, positive_index, self_index, epoch, labels_anchor=None, labels_candidates=None,
+                classes=None) -> tuple[torch.Tensor, MaskFn]:
         d = self.delta(epoch)
         full = self.over == "full_row"
 
@@ -230,43 +235,75 @@ class CompoundCosineThreshold(CosineThreshold):
 
 
 class SuperclassThreshold:
-    """Oracle: H(i) = negatives with i's superclass; labels < 0 (unknown) never match. ε is reported as 0."""
+    """Oracle: H(i) = negatives with i's superclass; labels < 0 (unknown) never match. ε is reported as 0.
 
-    def __call__(self, sim, negatives, epoch, labels_anchor=None, labels_candidates=None) -> ThresholdResult:
-        self._check(sim, labels_anchor, labels_candidates)
-        return ThresholdResult(mask=negatives & _same_known(labels_anchor, labels_candidates),
+    H(i) then holds i's own class too: about a third of it on Fashion-MNIST, false negatives whose removal (w_h = 0)
+    helps fine classes for a reason that has nothing to do with the hierarchy. `siblings_only` keeps only the
+    superclass's *other* classes (it needs the fine labels, `classes`): the control that isolates the hierarchy."""
+
+    def __init__(self, siblings_only: bool = False) -> None:
+        self.siblings_only = siblings_only
+
+    def __call__(self, sim, negatives, epoch, labels_anchor=None, labels_candidates=None, classes=None
+                 ) -> ThresholdResult:
+        self._check(sim, labels_anchor, labels_candidates, classes)
+        return ThresholdResult(mask=negatives & self._mask(labels_anchor, labels_candidates, classes),
                                epsilon=torch.zeros((), device=sim.device))
 
-    def prepare(self, sim, positive_index, self_index, epoch, labels_anchor=None, labels_candidates=None
-                ) -> tuple[torch.Tensor, MaskFn]:
-        self._check(sim, labels_anchor, labels_candidates)
-        return torch.zeros((), device=sim.device), lambda s, rows: _same_known(labels_anchor[rows], labels_candidates)
+    def prepare(self, sim, positive_index, self_index, epoch, labels_anchor=None, labels_candidates=None,
+                classes=None) -> tuple[torch.Tensor, MaskFn]:
+        self._check(sim, labels_anchor, labels_candidates, classes)
 
-    @staticmethod
-    def _check(sim, labels_anchor, labels_candidates) -> None:
+        def mask(s: torch.Tensor, rows: slice) -> torch.Tensor:
+            fine = None if classes is None else (classes[0][rows], classes[1])
+            return self._mask(labels_anchor[rows], labels_candidates, fine)
+
+        return torch.zeros((), device=sim.device), mask
+
+    def _mask(self, labels_anchor: torch.Tensor, labels_candidates: torch.Tensor,
+              classes: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        same_superclass = _same_known(labels_anchor, labels_candidates)
+        if not self.siblings_only:
+            return same_superclass
+        # an unknown fine label cannot be told apart from the anchor's class: left out of H(i)
+        return same_superclass & ~(classes[0].unsqueeze(1) == classes[1].unsqueeze(0)) & _known(*classes)
+
+    def _check(self, sim, labels_anchor, labels_candidates, classes) -> None:
+        name = "superclass_siblings" if self.siblings_only else "superclass"
         if labels_anchor is None or labels_candidates is None:
-            raise ValueError("labels_anchor and labels_candidates are required by hex.threshold='superclass'")
+            raise ValueError(f"labels_anchor and labels_candidates are required by hex.threshold='{name}'")
         if labels_anchor.shape != (sim.shape[0],) or labels_candidates.shape != (sim.shape[1],):
             raise ValueError(
                 f"labels_anchor/labels_candidates must have shapes ({sim.shape[0]},)/({sim.shape[1]},), "
                 f"got {tuple(labels_anchor.shape)}/{tuple(labels_candidates.shape)}"
             )
+        if not self.siblings_only:
+            return
+        if classes is None:
+            raise ValueError(f"hex.threshold='{name}' needs the fine class labels (classes) of anchors and candidates")
+        if classes[0].shape != (sim.shape[0],) or classes[1].shape != (sim.shape[1],):
+            raise ValueError(f"classes must have shapes ({sim.shape[0]},)/({sim.shape[1]},), "
+                             f"got {tuple(classes[0].shape)}/{tuple(classes[1].shape)}")
 
 
 class NoThreshold:
     """H(i) = ∅ (ε = +∞): with the `released` variant HEX becomes DCL, the control that isolates H(i)'s removal."""
 
-    def __call__(self, sim, negatives, epoch, labels_anchor=None, labels_candidates=None) -> ThresholdResult:
+    def __call__(self, sim, negatives, epoch, labels_anchor=None, labels_candidates=None, classes=None
+                 ) -> ThresholdResult:
         return ThresholdResult(mask=torch.zeros_like(negatives), epsilon=torch.full((), math.inf, device=sim.device))
 
-    def prepare(self, sim, positive_index, self_index, epoch, labels_anchor=None, labels_candidates=None
-                ) -> tuple[torch.Tensor, MaskFn]:
+    def prepare(self, sim, positive_index, self_index, epoch, labels_anchor=None, labels_candidates=None,
+                classes=None) -> tuple[torch.Tensor, MaskFn]:
         return torch.full((), math.inf, device=sim.device), lambda s, rows: torch.zeros_like(s, dtype=torch.bool)
 
 
+def _known(labels_anchor: torch.Tensor, labels_candidates: torch.Tensor) -> torch.Tensor:
+    return (labels_anchor >= 0).unsqueeze(1) & (labels_candidates >= 0).unsqueeze(0)
+
+
 def _same_known(labels_anchor: torch.Tensor, labels_candidates: torch.Tensor) -> torch.Tensor:
-    la, lc = labels_anchor.unsqueeze(1), labels_candidates.unsqueeze(0)
-    return (la == lc) & (la >= 0) & (lc >= 0)
+    return (labels_anchor.unsqueeze(1) == labels_candidates.unsqueeze(0)) & _known(labels_anchor, labels_candidates)
 
 
 THRESHOLDS = {
@@ -276,6 +313,7 @@ THRESHOLDS = {
     "cosine_compound": lambda cfg, max_epochs: CompoundCosineThreshold(cfg.start, cfg.end, max_epochs,
                                                                        cfg.quantile_over),
     "superclass": lambda cfg, max_epochs: SuperclassThreshold(),
+    "superclass_siblings": lambda cfg, max_epochs: SuperclassThreshold(siblings_only=True),
     "none": lambda cfg, max_epochs: NoThreshold(),
 }
 

@@ -239,8 +239,9 @@ class SSLMethod(nn.Module):
     ) -> LossOutput:
         """Loss of one batch of two augmented global views (and the local crops the method declared);
         `features` = view 1's embedding (backbone features, or the SEM embedding when SEM is on; not detached),
-        which the online probe reads. `label` (fine classes) never reaches the loss: with HEX on it measures what
-        H(i) holds (`hex/purity_class`, `hex/chance_*`; hexray.losses.hex_diagnostics)."""
+        which the online probe reads. `label` (fine classes) reaches the loss only through the
+        `superclass_siblings` oracle; with HEX on it measures what H(i) holds (`hex/purity_class`, `hex/chance_*`;
+        hexray.losses.hex_diagnostics)."""
         self._check_inputs(view1, view2, epoch, superclass)
         if label is not None and (not isinstance(label, torch.Tensor) or label.shape != (view1.shape[0],)):
             raise InputError(f"label must be a tensor of shape ({view1.shape[0]},), got "
