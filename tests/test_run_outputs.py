@@ -141,6 +141,32 @@ def test_recorder_writes_tensorboard_events_read_back_by_tensorboard(tmp_path):
     assert not {"worker/rank", "data/order_digest", "epoch_end", "step"} & set(scalars)  # bookkeeping stays out
 
 
+def test_recorder_keeps_monitor_measurements_and_drops_their_repeats(tmp_path):
+    """The kNN monitor runs every 3 epochs and after the last; the loop reports its last value every epoch (a
+    sweep's scheduler reads it), and metrics.csv and TensorBoard keep the measured epochs only."""
+    run = tmp_path / "run"
+    recorder = RunRecorder(str(run), total_epochs=5, loggers=LoggerSpec(names=("tensorboard",)), monitor_every=3)
+    reported = {1: None, 2: None, 3: 0.5, 4: 0.5, 5: 0.6}  # epoch 4 repeats epoch 3's measurement
+    for epoch, knn in reported.items():
+        row = {"epoch": epoch, "step": 10 * epoch, "epoch_end": 1, "loss": 6.0 - epoch}
+        if knn is not None:
+            row.update({"knn/top1": knn, "probe/online_top1": knn - 0.1})
+        recorder.after_report(None, [{"epoch": epoch, "step": 10 * epoch - 5, "epoch_end": 0, "loss": 9.0}], None)
+        recorder.after_report(None, [row], None)
+    frame = pd.read_csv(run / "metrics.csv")
+    ends = frame[frame["epoch_end"] == 1]
+    assert ends["knn/top1"].notna().tolist() == [False, False, True, False, True]
+    assert ends["knn/top1"].dropna().tolist() == [0.5, 0.6]
+    assert ends["probe/online_top1"].notna().tolist() == [False, False, True, False, True]
+    assert ends["loss"].tolist() == [5.0, 4.0, 3.0, 2.0, 1.0]  # everything else is every epoch's own value
+    scalars = read_scalars(str(run / "tensorboard"))
+    assert scalars["knn/top1"] == [(30, 0.5), (50, 0.6)] and len(scalars["loss"]) == 10
+    every = RunRecorder(str(tmp_path / "every"), total_epochs=2)  # the default: measured every epoch
+    for epoch in (1, 2):
+        every.after_report(None, [{"epoch": epoch, "step": epoch, "epoch_end": 1, "knn/top1": 0.1 * epoch}], None)
+    assert pd.read_csv(tmp_path / "every" / "metrics.csv")["knn/top1"].tolist() == [0.1, 0.2]
+
+
 def test_mlflow_logger_records_params_and_metrics(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")

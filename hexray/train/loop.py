@@ -35,6 +35,7 @@ from hexray.train.components import (
     training_state,
 )
 from hexray.train.console import Poster
+from hexray.train.metric_names import monitor_runs_at
 from hexray.train.metrics import progress_line
 from hexray.train.nan_guard import NanGuard
 from hexray.train.plan import WorkerPlan
@@ -226,7 +227,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "data/corrupt": _corrupt_count(plan.corrupt_key),
                    "data/order_digest": float(int.from_bytes(order.digest(), "little")), **placement}
         restored = {}
-        if monitor is not None and (epoch_no % cfg.probe.knn_every_epochs == 0 or epoch_no == cfg.run.epochs):
+        if monitor is not None and monitor_runs_at(epoch_no, cfg.probe.knn_every_epochs, cfg.run.epochs):
             poster.phase(f"epoch {epoch_no}: kNN monitor")
             last_monitor = monitor.evaluate(inner.method.embedder(), inner.probe, device=device,
                                             channels_last=fast.channels_last)

@@ -34,6 +34,12 @@ def measured_every(cfg: Any, metric: str) -> int:
     return cfg.probe.knn_every_epochs if metric in (*KNN_KEYS, *ONLINE_PROBE_KEYS) else 1
 
 
+def monitor_runs_at(epoch: int, every: int, total_epochs: int) -> bool:
+    """Whether the kNN monitor and the online probe are measured at the end of `epoch` (1-based): every `every`
+    epochs and after the last; `every` 0 never."""
+    return every > 0 and (epoch % every == 0 or epoch == total_epochs)
+
+
 def loss_term_names(cfg: Any) -> set[str]:
     """The `out.terms` keys of the configured method, before and after HEX's warm-up (on a tiny convnet: the
     backbone changes no term)."""

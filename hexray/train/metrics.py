@@ -17,6 +17,7 @@ from ray.train import UserCallback
 
 from hexray import storage
 from hexray.run_files import FINAL_EVAL_FILE  # the workers' end-of-run table (Ray's Result.metrics: last checkpoint's)
+from hexray.train.metric_names import KNN_KEYS, ONLINE_PROBE_KEYS, monitor_runs_at
 
 PROGRESS_FILE = "progress.log"
 PLACEMENT_KEYS = ("worker/rank", "worker/node_id", "worker/node_ip", "worker/hostname")
@@ -107,15 +108,23 @@ class LoggerSpec:
     mlflow_uri: str | None = None
 
 
+_MONITOR_KEYS = frozenset((*KNN_KEYS, *ONLINE_PROBE_KEYS))
+
+
 class RunRecorder(UserCallback):
     """Writes `metrics.csv` and `placement.json` (per-rank node id/ip/hostname, for summary.json) into the run
     directory, appends a progress line per epoch to `progress.log` and feeds the metric loggers (TensorBoard,
-    MLflow). Runs in Ray Train's controller process."""
+    MLflow). Runs in Ray Train's controller process.
+
+    The kNN monitor and the online probe run every `monitor_every` epochs; the epochs between report the last
+    measurement again (a sweep's scheduler reads its metric every epoch), which metrics.csv and the loggers leave
+    out, so that curves show measurements only."""
 
     def __init__(self, run_dir: str, total_epochs: int, *, loggers: LoggerSpec | None = None,
-                 final_eval: bool = False) -> None:
+                 final_eval: bool = False, monitor_every: int = 1) -> None:
         self.run_dir = run_dir
         self.total_epochs = total_epochs
+        self.monitor_every = monitor_every
         self.logger_spec = loggers or LoggerSpec()
         self.final_eval = final_eval
         self._writer: CsvMetricsWriter | None = None
@@ -155,10 +164,14 @@ class RunRecorder(UserCallback):
             storage.write_text(storage.join(self.run_dir, FINAL_EVAL_FILE), json.dumps(table, indent=1))
             self._log(table, self._last_step, close=True)
             return
-        self._writer.write(main)
+        row = main
+        if main.get("epoch_end") and not monitor_runs_at(int(main.get("epoch", 0)), self.monitor_every,
+                                                         self.total_epochs):
+            row = {k: v for k, v in main.items() if k not in _MONITOR_KEYS}  # a repeat, not a measurement
+        self._writer.write(row)
         self._last_step = int(main.get("step", self._last_step))
         last = bool(main.get("epoch_end")) and int(main.get("epoch", 0)) >= self.total_epochs
-        self._log(main, self._last_step, flush=bool(main.get("epoch_end")), close=last and not self.final_eval)
+        self._log(row, self._last_step, flush=bool(main.get("epoch_end")), close=last and not self.final_eval)
         placement = [{k.split("/", 1)[1]: m[k] for k in PLACEMENT_KEYS if k in m} for m in metrics]
         if all(placement) and placement != self._placement:
             storage.write_text(storage.join(self.run_dir, "placement.json"), json.dumps(placement, indent=1))
