@@ -143,7 +143,7 @@ def test_recorder_writes_tensorboard_events_read_back_by_tensorboard(tmp_path):
 
 def test_recorder_keeps_monitor_measurements_and_drops_their_repeats(tmp_path):
     """The kNN monitor runs every 3 epochs and after the last; the loop reports its last value every epoch (a
-    sweep's scheduler reads it), and metrics.csv and TensorBoard keep the measured epochs only."""
+    sweep's scheduler reads it), and metrics.csv, TensorBoard and progress.log keep the measured epochs only."""
     run = tmp_path / "run"
     recorder = RunRecorder(str(run), total_epochs=5, loggers=LoggerSpec(names=("tensorboard",)), monitor_every=3)
     reported = {1: None, 2: None, 3: 0.5, 4: 0.5, 5: 0.6}  # epoch 4 repeats epoch 3's measurement
@@ -161,6 +161,9 @@ def test_recorder_keeps_monitor_measurements_and_drops_their_repeats(tmp_path):
     assert ends["loss"].tolist() == [5.0, 4.0, 3.0, 2.0, 1.0]  # everything else is every epoch's own value
     scalars = read_scalars(str(run / "tensorboard"))
     assert scalars["knn/top1"] == [(30, 0.5), (50, 0.6)] and len(scalars["loss"]) == 10
+    progress = (run / "progress.log").read_text().splitlines()
+    assert ["knn/top1" in line for line in progress] == [False, False, True, False, True]
+    assert "knn/top1 0.5 " in progress[2] and "knn/top1 0.6 " in progress[4] and "loss 2 " in progress[3]
     every = RunRecorder(str(tmp_path / "every"), total_epochs=2)  # the default: measured every epoch
     for epoch in (1, 2):
         every.after_report(None, [{"epoch": epoch, "step": epoch, "epoch_end": 1, "knn/top1": 0.1 * epoch}], None)

@@ -117,8 +117,8 @@ class RunRecorder(UserCallback):
     MLflow). Runs in Ray Train's controller process.
 
     The kNN monitor and the online probe run every `monitor_every` epochs; the epochs between report the last
-    measurement again (a sweep's scheduler reads its metric every epoch), which metrics.csv and the loggers leave
-    out, so that curves show measurements only."""
+    measurement again (a sweep's scheduler reads its metric every epoch), which metrics.csv, progress.log and the
+    loggers leave out, so that curves and progress lines show measurements only."""
 
     def __init__(self, run_dir: str, total_epochs: int, *, loggers: LoggerSpec | None = None,
                  final_eval: bool = False, monitor_every: int = 1) -> None:
@@ -180,7 +180,7 @@ class RunRecorder(UserCallback):
             self._writer.flush()
             if isinstance(main.get("time/epoch_s"), (int, float)):
                 self._epoch_seconds.append(float(main["time/epoch_s"]))
-            self._append_progress(progress_line(main, self.total_epochs, self._epoch_seconds) + "\n")
+            self._append_progress(progress_line(row, self.total_epochs, self._epoch_seconds) + "\n")
 
     def _append_progress(self, line: str) -> None:
         """progress.log gains one line (rewritten whole: object stores cannot append; it is one line per epoch)."""
