@@ -164,6 +164,14 @@ def test_arms_are_paired_by_seed_with_a_t_interval_next_to_the_baselines(tmp_pat
     assert "| synthetic-hierarchy | simclr | HEX |" not in md  # armed runs are not also in the unpaired tables
 
 
+def test_a_base_arm_alone_gets_its_table_and_no_empty_difference_table(tmp_path):
+    # a sweep's first trial done: one arm, so nothing to pair yet
+    _armed_runs(tmp_path / "exp", {})
+    md = write_report([tmp_path / "exp"], tmp_path / "out").read_text()
+    assert "### synthetic-hierarchy, simclr: 1 arm\n" in md and "| **base** | 3 (0,1,2) |" in md
+    assert "arm − base" not in md and "Paired by seed" not in md
+
+
 def test_report_into_a_markdown_file_keeps_the_text_around_its_marks(tmp_path):
     from hexray.eval.report import BEGIN_MARK, END_MARK
 

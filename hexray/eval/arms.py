@@ -42,9 +42,10 @@ def accuracy_table(groups: Sequence[Group], records: Sequence[RunRecord]) -> str
 
 
 def difference_table(groups: Sequence[Group]) -> str | None:
-    """Each arm minus `base`, paired by seed: mean [95% interval] in points, and what moved."""
+    """Each arm minus `base`, paired by seed: mean [95% interval] in points, and what moved. None without a base
+    or without another arm (a table of headers only says nothing)."""
     base = next((g for g in groups if g.arm == BASE_ARM), None)
-    if base is None:
+    if base is None or len(groups) < 2:
         return None
     cols = [(k, t) for k, t in ARM_COLUMNS if any(k in r.metrics for g in groups for r in g.runs)]
     lines = [_row(["arm − base", *[f"Δ {t}" for _, t in cols], "reading"]), "|" + "---|" * (2 + len(cols))]
@@ -80,7 +81,8 @@ def arm_sections(records: Sequence[RunRecord], out: StoragePath, *, plots: bool 
         for scoring in sorted({r.scoring for r in recs}):
             scored = [r for r in recs if r.scoring == scoring]
             groups = group_runs(scored)
-            lines += [f"### {dataset}, {method}: {len(groups)} arms", "", f"Scored by {scoring}. Accuracy in %, "
+            arms = f"{len(groups)} arm" + ("" if len(groups) == 1 else "s")
+            lines += [f"### {dataset}, {method}: {arms}", "", f"Scored by {scoring}. Accuracy in %, "
                       "mean ± sample std over seeds.", "", accuracy_table(groups, scored), ""]
             diff = difference_table(groups)
             if diff:
