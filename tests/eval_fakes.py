@@ -19,12 +19,19 @@ CLASS_TO_SUPER = [0, 0, 1, 1]
 
 
 class TinyMethod(nn.Module):
-    """Stands in for an SSLMethod: a `backbone` mapping (B, 1, 8, 8) images to 16-d features, optional SEM head."""
+    """Stands in for an SSLMethod: a `backbone` mapping (B, 1, 8, 8) images to 16-d features, optional SEM head,
+    and a projector read through `project_online` (as SSLMethod's)."""
 
     def __init__(self, sem_head: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 16))
         self.sem = sem_head
+        self.projector = nn.Linear(16, 8)
+
+    def project_online(self, x, branch: str = "online"):
+        h = self.backbone(x)
+        e = self.sem(h, branch) if self.sem is not None else h
+        return e, self.projector(e)
 
     def forward(self, view1, view2, *, epoch, superclass=None):
         h = self.backbone(view1)

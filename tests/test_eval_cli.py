@@ -35,6 +35,9 @@ def test_eval_writes_every_key_and_plot(tmp_path):
     # the fake data are separable: a frozen random MLP keeps them far above chance (25 % fine, 50 % super)
     assert m["probe/top1"] > 0.6 and m["knn/superclass@20"] > 0.75
     assert saved["sem"] is None
+    space = saved["loss_space"]  # the fake's projector output at the run's τ, on the 120 test images in one batch
+    assert space["temperature"] == 0.1 and space["denominator/count_class"] == pytest.approx(29)  # 30 a class
+    assert sum(space[f"denominator/share_{k}"] for k in ("class", "siblings", "other")) == pytest.approx(1.0)
     traj = saved["trajectory"]
     assert [p["epoch"] for p in traj] == [1, 2, 3]
     for p in traj:
@@ -96,6 +99,7 @@ def test_cli_prints_table_and_writes_eval_json(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "kNN k=20" in out and "linear probe 10% labels" in out and "1% labels" not in out
+    assert "negatives' share of the loss denominator (projector, τ=0.1" in out and "sibling classes" in out
     saved = json.loads((run / "eval.json").read_text())
     assert "probe/top1@10pct" in saved["metrics"] and "probe/top1@1pct" not in saved["metrics"]
     assert saved["plots"] == {} and saved["settings"]["fractions"] == [1.0, 0.1]

@@ -1,4 +1,5 @@
-"""Hierarchy metrics: effective rank bounds, local vs global rank, similarity histogram, H(i) statistics."""
+"""Hierarchy metrics: effective rank bounds, local vs global rank, similarity histogram, H(i) statistics, where the
+loss denominator's mass sits."""
 
 import importlib.util
 import math
@@ -13,6 +14,7 @@ from hexray.eval.hierarchy import (
     hierarchy_set_statistics,
     load_threshold,
     local_global_rank,
+    negative_mass_shares,
 )
 
 
@@ -90,3 +92,62 @@ def test_load_threshold_skips_when_losses_lack_it_else_feeds_statistics():
     supers = torch.arange(2).repeat_interleave(10)
     stats = hierarchy_set_statistics(torch.randn(20, 4), thr, epoch=0, superclasses=supers)
     assert stats["hex/purity_superclass"] == pytest.approx(1.0)  # the oracle threshold picks the superclass
+
+
+def _mass_shares_by_loops(z, labels, supers, tau):
+    """Plain float64 loops over every anchor and negative: the reference for negative_mass_shares."""
+    z = torch.nn.functional.normalize(z.double(), dim=1)
+    n = len(labels)
+    share = {"class": 0.0, "siblings": 0.0, "other": 0.0}
+    for i in range(n):
+        parts = {"class": 0.0, "siblings": 0.0, "other": 0.0}
+        for j in range(n):
+            if j == i:
+                continue
+            m = math.exp(float(z[i] @ z[j]) / tau)
+            part = "class" if labels[j] == labels[i] else "siblings" if supers[j] == supers[i] else "other"
+            parts[part] += m
+        total = sum(parts.values())
+        for k in share:
+            share[k] += parts[k] / total / n
+    return share
+
+
+def test_negative_mass_shares_match_plain_loops_in_float64():
+    # one batch holding every sample: the shares are means over all anchors, whatever the batch's order
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(30, 5, generator=gen, dtype=torch.float64)
+    labels = torch.arange(30) % 6
+    supers = labels // 3  # 2 superclasses of 3 classes
+    got = negative_mass_shares(z, labels, supers, temperature=0.2, batch_size=64, batches=1)
+    want = _mass_shares_by_loops(z, labels, supers, 0.2)
+    for k, v in want.items():
+        assert got[f"denominator/share_{k}"] == pytest.approx(v, rel=1e-12, abs=1e-15)
+    assert got["denominator/count_class"] == 4 and got["denominator/count_siblings"] == 10
+    assert got["denominator/count_other"] == 15
+    assert sum(got[f"denominator/share_{k}"] for k in want) == pytest.approx(1.0)
+    ratio = (want["siblings"] / 10) / (want["other"] / 15)
+    assert got["denominator/siblings_vs_other"] == pytest.approx(ratio, rel=1e-12)
+
+
+def test_negative_mass_shares_see_siblings_only_when_the_embedding_groups_them():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 4
+    supers = labels // 2
+    flat = torch.randn(4, 16, generator=gen)  # four unrelated class centres
+    grouped = torch.randn(2, 16, generator=gen)[supers] * 2 + torch.randn(4, 16, generator=gen)[labels]
+    for centres, near in ((flat[labels], False), (grouped, True)):
+        z = centres + 0.3 * torch.randn(400, 16, generator=gen)
+        got = negative_mass_shares(z, labels, supers, temperature=0.1, batch_size=128, batches=5)
+        assert (got["denominator/siblings_vs_other"] > 3) == near, got
+        assert got["denominator/share_class"] > got["denominator/share_other"]
+
+
+def test_negative_mass_shares_reject_bad_input():
+    z, y = torch.randn(8, 3), torch.arange(8) % 2
+    with pytest.raises(ValueError, match="shape"):
+        negative_mass_shares(z, y[:7], y[:7], temperature=0.1)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        negative_mass_shares(z, y, y, temperature=0.0)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        negative_mass_shares(z, y, torch.full_like(y, -1), temperature=0.1)

@@ -67,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     if result["sem"]:
         sweep = ", ".join(f"τ={t}: {100 * v['probe/top1']:.1f}%" for t, v in result["sem"]["tau_down"].items())
         print(f"SEM τ_down sweep (test): {sweep}; chosen on held-out train: τ={result['sem']['best_tau_down']:g}")
+    if result["loss_space"]:
+        print(_loss_space_line(result["loss_space"]))
     if result["trajectory"]:
         last = result["trajectory"][-1]
         print(f"effective rank at epoch {last['epoch']}: global {last['rank/global']:.1f}, "
@@ -75,3 +77,11 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wrote {result['run_dir']}/eval.json" + (f" and {len(result['plots'])} plots in "
                                                     f"{result['run_dir']}/plots" if result["plots"] else ""))
     return 0
+
+
+def _loss_space_line(d: dict) -> str:
+    parts = ", ".join(f"{name} {100 * d[f'denominator/share_{key}']:.1f}% ({d[f'denominator/count_{key}']:.0f})"
+                      for key, name in (("class", "own class"), ("siblings", "sibling classes"),
+                                        ("other", "other superclasses")))
+    return (f"negatives' share of the loss denominator (projector, τ={d['temperature']:g}; mean count per anchor): "
+            f"{parts}; a sibling weighs {d['denominator/siblings_vs_other']:.2f}× an unrelated negative")

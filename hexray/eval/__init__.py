@@ -7,6 +7,7 @@ from hexray.eval.hierarchy import (
     effective_rank,
     hierarchy_set_statistics,
     local_global_rank,
+    negative_mass_shares,
 )
 from hexray.eval.knn import (
     knn_accuracies,
@@ -31,6 +32,7 @@ __all__ = [
     "knn_predict",
     "knn_predict_multi",
     "local_global_rank",
+    "negative_mass_shares",
     "random_init_copy",
     "raw_pixel_features",
     "superclass_knn_accuracies",

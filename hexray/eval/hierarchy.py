@@ -170,3 +170,58 @@ def hierarchy_set_statistics(
         if denom > 0:
             out[f"hex/purity_{name}"] = float((mask & same).sum() / denom)
     return out
+
+
+def negative_mass_shares(
+    embeddings: Tensor,
+    labels: Tensor,
+    superclasses: Tensor,
+    *,
+    temperature: float,
+    batch_size: int = 256,
+    batches: int = 40,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Where an anchor's InfoNCE denominator mass sits, over its negatives: the anchor's own class, its sibling
+    classes (same superclass, other class) and the other superclasses.
+
+    What a HEX-style H(i) re-weights is mass, not a count: removing a set that carries little of Σ_j exp(s_ij/τ)
+    changes the gradient little. Measured in the space the loss sees (projector outputs, cosine at the loss's τ),
+    in random batches of `batch_size` like a training batch, every other row of the batch a negative. Besides the
+    mean share of each part, `…/per_negative_*` divides each share by that part's mean count, and
+    `denominator/siblings_vs_other` is the siblings' per-negative weight over the other superclasses': ~1 when the
+    embedding does not place sibling classes nearer than unrelated ones. Samples with no superclass (< 0) are left
+    out."""
+    if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],) or superclasses.shape != labels.shape:
+        raise ValueError(f"expected embeddings (N, d) with labels and superclasses of shape (N,), got "
+                         f"{tuple(embeddings.shape)}, {tuple(labels.shape)}, {tuple(superclasses.shape)}")
+    if temperature <= 0 or batch_size < 2 or batches < 1:
+        raise ValueError(f"need temperature > 0, batch_size >= 2, batches >= 1; got {temperature}, {batch_size}, "
+                         f"{batches}")
+    known = superclasses.cpu() >= 0
+    z = F.normalize(embeddings.detach().cpu().double()[known], dim=1)
+    y, s = labels.cpu().long()[known], superclasses.cpu().long()[known]
+    if z.shape[0] < 2:
+        raise ValueError("need at least 2 samples with a superclass")
+    gen = torch.Generator().manual_seed(seed)
+    parts = ("class", "siblings", "other")
+    share = dict.fromkeys(parts, 0.0)
+    count = dict.fromkeys(parts, 0.0)
+    for _ in range(batches):
+        idx = torch.randperm(z.shape[0], generator=gen)[:batch_size]
+        zb, yb, sb = z[idx], y[idx], s[idx]
+        mass = torch.exp((zb @ zb.T - 1.0) / temperature)  # shifted by the largest possible cosine: no overflow
+        negative = ~torch.eye(len(idx), dtype=torch.bool)
+        same_class = (yb[:, None] == yb[None, :]) & negative
+        same_super = (sb[:, None] == sb[None, :]) & negative
+        masks = {"class": same_class, "siblings": same_super & ~same_class, "other": ~same_super & negative}
+        total = (mass * negative).sum(dim=1)
+        for part, m in masks.items():
+            share[part] += float(((mass * m).sum(dim=1) / total).mean()) / batches
+            count[part] += float(m.sum(dim=1).double().mean()) / batches
+    out = {f"denominator/share_{p}": share[p] for p in parts}
+    out.update({f"denominator/count_{p}": count[p] for p in parts})
+    per = {p: share[p] / count[p] if count[p] > 0 else float("nan") for p in parts}
+    out.update({f"denominator/per_negative_{p}": per[p] for p in parts})
+    out["denominator/siblings_vs_other"] = per["siblings"] / per["other"] if per["other"] > 0 else float("nan")
+    return out

@@ -115,6 +115,15 @@ def eval_model(restored: RestoredRun) -> EvalModel:
     return EvalModel(backbone=restored.method.backbone, sem_logits=sem)
 
 
+def projection_fn(method: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The online projector's output z (what a contrastive loss compares), or None for a method without a
+    projector (`SSLMethod.project_online`)."""
+    project = getattr(method, "project_online", None)
+    if project is None or getattr(method, "projector", None) is None:
+        return None
+    return lambda x: project(x)[1]
+
+
 def build_run_threshold(cfg: Any) -> Any | None:
     """The run's HEX threshold (hex section, run.epochs), applied to frozen embeddings even for base runs, so
     base and HEX runs are measured with the same ruler. None when the losses layer cannot build it."""

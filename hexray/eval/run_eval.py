@@ -103,7 +103,7 @@ def evaluate_run(
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
     """Evaluate one run; writes RUN_DIR/eval.json and RUN_DIR/plots/*.png and returns the eval.json content."""
-    from hexray.eval.restore import build_run_threshold, eval_model, iter_checkpoint_backbones
+    from hexray.eval.restore import build_run_threshold, eval_model, iter_checkpoint_backbones, projection_fn
     from hexray.eval.trajectory import compute_trajectory
 
     s = settings or OfflineSettings()
@@ -119,6 +119,7 @@ def evaluate_run(
     log(f"eval images: {data.train_labels.numel()} train, {data.test_labels.numel()} test")
     offline = evaluate_offline(eval_model(restored), data, s, device=o.device)
     log("offline probes done")
+    loss_space = _loss_space(projection_fn(restored.method.to(o.device)), cfg, data, o.device, s.seed)
 
     trajectory: list[dict[str, Any]] = []
     threshold_kind = getattr(getattr(cfg, "hex", None), "threshold", None)
@@ -158,12 +159,29 @@ def evaluate_run(
         "feature_dim": offline["feature_dim"],
         "metrics": offline["metrics"],
         "sem": offline["sem"],
+        "loss_space": loss_space,
         "trajectory": trajectory,
         "plots": plots,
         "wall_s": round(time.perf_counter() - start, 2),
     }
     (run / EVAL_FILE).write_text(json.dumps(result, indent=1, default=_jsonable))
     return result
+
+
+def _loss_space(project: Callable[[torch.Tensor], torch.Tensor] | None, cfg: Any, data: EvalData, device: str,
+                seed: int) -> dict[str, float] | None:
+    """Where the negatives' denominator mass sits in the projector space, at the loss's τ
+    (`hierarchy.negative_mass_shares`): whether removing or re-weighting a part of the label hierarchy can move
+    the gradient at all. None without a projector or a class hierarchy."""
+    if project is None or data.class_to_superclass is None:
+        return None
+    from hexray.eval.hierarchy import negative_mass_shares
+    from hexray.eval.offline import embed
+
+    z = embed(project, data.test_images, device=device)
+    out = negative_mass_shares(z, data.test_labels, data.superclasses(data.test_labels),
+                               temperature=float(cfg.hex.temperature), seed=seed)
+    return {"temperature": float(cfg.hex.temperature), **out}
 
 
 def _jsonable(value: Any) -> Any:
