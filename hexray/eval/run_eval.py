@@ -178,10 +178,10 @@ def _loss_space(project: Callable[[torch.Tensor], torch.Tensor] | None, cfg: Any
     from hexray.eval.hierarchy import negative_mass_shares
     from hexray.eval.offline import embed
 
+    tau = float(cfg.hex.temperature)
     z = embed(project, data.test_images, device=device)
-    out = negative_mass_shares(z, data.test_labels, data.superclasses(data.test_labels),
-                               temperature=float(cfg.hex.temperature), seed=seed)
-    return {"temperature": float(cfg.hex.temperature), **out}
+    out = negative_mass_shares(z, data.test_labels, data.superclasses(data.test_labels), temperature=tau, seed=seed)
+    return {"temperature": tau, **out}
 
 
 def _jsonable(value: Any) -> Any:
