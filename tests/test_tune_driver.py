@@ -1,11 +1,15 @@
 """The Tune side of sweeps through the real driver path (Tune → driver function → trainer.fit), with a tiny
 fake trainer in place of hexray's: ASHA stops trials, a failing trial is recorded and the sweep goes on, resume does
-not rerun finished trials, PBT restarts trials from other trials' checkpoints, results and plots are written."""
+not rerun finished trials, Ctrl+C leaves the running trial unfinished (and resume finishes it), PBT restarts trials
+from other trials' checkpoints, results and plots are written."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -121,6 +125,51 @@ def test_asha_stops_trials_failures_are_recorded_and_resume_reruns_nothing(ray_s
     assert len(_starts(log_dir)) == 5
     table = report_results(results, prepared.spec, prepared.base, prepared.experiment_dir).table
     assert (table["status"] == "TERMINATED").all()
+
+
+def _interrupt_when_started(log_dir: Path, after_s: float) -> threading.Thread:
+    """Ctrl+C to this process `after_s` seconds after the first trial's loop started (Tune's handler takes it)."""
+
+    def watch() -> None:
+        while not _starts(log_dir):
+            time.sleep(0.2)
+        time.sleep(after_s)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_leaves_trials_unfinished_and_says_so_until_resume_finishes_them(ray_session, tmp_path):
+    # Tune answers Ctrl+C by saving its state and then marking its in-memory trials TERMINATED: read from the
+    # ResultGrid alone, the half-run trial would count as finished and the summary would not say how to resume
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    prepared = _prepared(tmp_path, name="interrupted", metric="probe/online_top1", mode="max",
+                         overrides={"run.epochs": 3, "hex.warmup_epochs": 0}, space={"hex.beta": {"grid": [1.0, 2.0]}})
+    builder = make_fake_builder(log_dir, epoch_sleep=2.0)
+    watcher = _interrupt_when_started(log_dir, after_s=3.0)
+    results = run_sweep(prepared, builder=builder, init_key=INIT_KEY, verbose=0)
+    watcher.join(timeout=5)
+
+    report = report_results(results, prepared.spec, prepared.base, prepared.experiment_dir)
+    assert list(report.table["status"]) == ["UNFINISHED"] and report.unfinished == 1  # the grid's 2nd not created
+    text = summarize(report, prepared.spec)
+    assert "1 trials, 0 finished, 0 failed, 1 unfinished, 1 not started" in text
+    assert f"hexray sweep --resume {prepared.experiment_dir}" in text
+    assert len(_starts(log_dir)) == 1
+
+    results = resume_sweep(prepared, builder=builder, init_key=INIT_KEY)
+    report = report_results(results, prepared.spec, prepared.base, prepared.experiment_dir)
+    table = report.table.set_index("hex.beta")
+    assert (table["status"] == "TERMINATED").all() and report.unfinished == 0
+    assert table.loc[2.0, "probe/online_top1 (best)"] == pytest.approx(6.0)  # 3 epochs x 2.0, none lost or doubled
+    assert len(_starts(log_dir)) == 3  # the interrupted trial once more, the other for the first time
+    assert "--resume" not in summarize(report, prepared.spec)
 
 
 @pytest.mark.ray

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from hexray import storage
 from hexray.storage import StoragePath
 from hexray.tune.space import flatten_trial_config
 from hexray.tune.spec import SweepSpec
@@ -21,6 +22,8 @@ from hexray.tune.spec import SweepSpec
 TABLE_NAME = "sweep_results"
 CURVES_NAME = "sweep_curves.csv"
 BEST_CONFIG_NAME = "best_config.yaml"
+UNFINISHED = "UNFINISHED"  # the table's status for a trial an interrupted sweep left pending, running or paused
+OPEN_STATUSES = frozenset({"PENDING", "RUNNING", "PAUSED"})  # Tune's statuses of a trial that has not ended
 
 
 @dataclass
@@ -32,12 +35,19 @@ class SweepReport:
     parquet: StoragePath
     curves: pd.DataFrame
     best_config: str | None
-    unfinished: int = 0  # trials neither terminated nor failed: the sweep was interrupted (Ctrl+C, a lost driver)
+
+    @property
+    def unfinished(self) -> int:
+        """Trials neither terminated nor failed: the sweep was interrupted (Ctrl+C, a lost driver)."""
+        return int((self.table["status"] == UNFINISHED).sum())
 
 
-def trial_table(results: Any, spec: SweepSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per trial, sorted by the best metric; long table of every report: trial_id, iteration, metric)."""
-    metric, keys = spec.metric, spec.searched_keys()
+def trial_table(results: Any, spec: SweepSpec, saved: Mapping[str, str] | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per trial, sorted by the best metric; long table of every report: trial_id, iteration, metric).
+    `saved` maps trial directory names to the status Tune last saved (`saved_statuses`): a trial it held as
+    pending, running or paused is marked UNFINISHED."""
+    metric, keys, saved = spec.metric, spec.searched_keys(), saved or {}
     rows, curves = [], []
     for result in results:
         metrics = result.metrics or {}
@@ -45,7 +55,9 @@ def trial_table(results: Any, spec: SweepSpec) -> tuple[pd.DataFrame, pd.DataFra
         trial_id = metrics.get("trial_id") or Path(str(result.path)).name
         params = flatten_trial_config(result.config or {})
         values = _metric_series(history, metric)
-        row: dict[str, Any] = {"trial_id": trial_id, "status": "ERROR" if result.error else "TERMINATED"}
+        unfinished = saved.get(Path(str(result.path)).name) in OPEN_STATUSES
+        status = "ERROR" if result.error else UNFINISHED if unfinished else "TERMINATED"
+        row: dict[str, Any] = {"trial_id": trial_id, "status": status}
         row.update({key: params.get(key) for key in keys})
         row[f"{metric} (final)"] = values.iloc[-1] if len(values) else float("nan")
         best = (values.max() if spec.mode == "max" else values.min()) if len(values) else float("nan")
@@ -120,21 +132,27 @@ def write_best_config(table: pd.DataFrame, results: Any, spec: SweepSpec, base: 
 
 
 def summarize(report: SweepReport, spec: SweepSpec, top: int = 10) -> str:
-    """Terminal summary: counts per status, the top trials and where the files are."""
+    """Terminal summary: counts per status (and trials the search never created), the top trials, where the files
+    are, and how to continue an interrupted sweep."""
+    from hexray.tune.space import trial_count
+
     table = report.table
     failed = int((table["status"] == "ERROR").sum())
     finished = len(table) - failed - report.unfinished
+    not_started = max(0, trial_count(spec) - len(table))  # an interrupted search creates no more trials
     lines = [
         f"sweep {spec.name!r}: {len(table)} trials, {finished} finished, {failed} failed"
         + (f", {report.unfinished} unfinished" if report.unfinished else "")
+        + (f", {not_started} not started" if not_started else "")
         + f"; metric {spec.metric} ({spec.mode})",
     ]
     shown = table.drop(columns=["path"]).head(top)
     lines.append(shown.to_string(index=False, max_colwidth=60, float_format=lambda v: f"{v:.4g}"))
     lines.append(f"table: {report.csv} (+ .parquet)")
-    if report.unfinished:
-        lines.append(f"the sweep stopped before {report.unfinished} trial(s) finished (the table lists them with "
-                     f"what they reported): continue with: hexray sweep --resume {report.csv.parent}")
+    if report.unfinished or not_started:
+        lines.append(f"the sweep stopped before {report.unfinished + not_started} trial(s) finished (the table lists "
+                     f"the started ones with what they reported): continue with: hexray sweep --resume "
+                     f"{report.csv.parent}")
     best = report.best_config
     lines.append(f"best config: {best}" if best else "best config: none (no trial reported the metric)")
     return "\n".join(lines)
@@ -142,16 +160,23 @@ def summarize(report: SweepReport, spec: SweepSpec, top: int = 10) -> str:
 
 def report_results(results: Any, spec: SweepSpec, base: Mapping[str, Any], out_dir: StoragePath) -> SweepReport:
     """Write the table, curves and best config of a finished (or partly finished) sweep."""
-    table, curves = trial_table(results, spec)
+    table, curves = trial_table(results, spec, saved_statuses(out_dir))
     csv, parquet = write_table(table, curves, out_dir)
     best = write_best_config(table, results, spec, base, out_dir)
-    return SweepReport(table=table, csv=csv, parquet=parquet, curves=curves, best_config=best,
-                       unfinished=unfinished_trials(results))
+    return SweepReport(table=table, csv=csv, parquet=parquet, curves=curves, best_config=best)
 
 
-def unfinished_trials(results: Any) -> int:
-    """Trials Tune holds as pending, running or paused. A Result carries no status, so the table cannot mark them:
-    after Ctrl+C a half-run trial would read as TERMINATED. Tune's ResultGrid counts them; a plain list has none."""
-    if not hasattr(results, "num_terminated"):
-        return 0
-    return len(results) - results.num_terminated - results.num_errors
+def saved_statuses(experiment_dir: StoragePath) -> dict[str, str]:
+    """Each trial's status as Tune last saved it in the experiment state, by trial directory name ({} if none).
+
+    Why not the ResultGrid that `fit()` returns: on Ctrl+C Tune saves the experiment state and only then stops its
+    trials, marking them TERMINATED in memory, so a half-run trial would read as finished (and the summary would not
+    say how to resume). The saved state still holds it as RUNNING, which is what `--resume` acts on."""
+    from ray.tune import ExperimentAnalysis
+
+    fs, path = storage.resolve(str(experiment_dir))
+    try:
+        analysis = ExperimentAnalysis(path, storage_filesystem=fs)
+    except (ValueError, FileNotFoundError):  # no experiment state yet: nothing was saved, nothing is open
+        return {}
+    return {Path(str(trial.path)).name: str(trial.status) for trial in analysis.trials}
