@@ -267,9 +267,12 @@ def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3_env, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_sweep_on_s3_then_resume_and_report_from_the_bucket(s3, tmp_path):
+def test_sweep_on_s3_then_resume_and_report_from_the_bucket(s3_env, tmp_path):
     import yaml
 
+    from hexray.tune.results import saved_statuses
+
+    s3 = s3_env
     work, home, env = _empty_machine(s3, tmp_path)
     bucket = f"s3://{s3.bucket}"
     sweep = {
@@ -293,6 +296,8 @@ def test_sweep_on_s3_then_resume_and_report_from_the_bucket(s3, tmp_path):
     assert sum(k.endswith("/train/metrics.csv") for k in keys) == 1  # the trial's run directory, in the bucket
     table = s3.get("sweeps/tiny/sweep_results.csv").decode()
     assert table.count("TERMINATED") == 1
+    # the trial statuses the table trusts over Tune's in-memory ones: its saved state, read from the bucket
+    assert list(saved_statuses(storage.StoragePath(f"{bucket}/sweeps/tiny")).values()) == ["TERMINATED"]
 
     s3.client().delete_object(Bucket=s3.bucket, Key="sweeps/tiny/sweep_results.csv")
     _cli(["sweep", "--resume", f"{bucket}/sweeps/tiny"], env=env, cwd=work, timeout=300)
