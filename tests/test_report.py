@@ -200,3 +200,24 @@ def test_paired_difference_matches_a_plain_t_interval():
     single = paired_difference({0: 0.5}, {0: 0.4})
     assert single.low is None and not single.detectable and reading([("kNN", single)]) == "one seed: no interval"
     assert paired_difference({0: 0.5}, {1: 0.4}) is None
+
+
+def test_the_arm_panels_draw_epsilon_only_for_arms_that_have_one(tmp_path, monkeypatch):
+    # the oracles report ε = 0 and "no threshold" +inf: a flat line at 0 would read as a threshold of 0
+    import math
+
+    import pandas as pd
+
+    from hexray.eval import plots
+
+    def frame(eps: float | None, h_size: float) -> pd.DataFrame:
+        eps_values = [0.60, 0.65, 0.70] if eps is None else [eps] * 3
+        return pd.DataFrame({"epoch": [1, 2, 3], "hex/epsilon": eps_values, "hex/h_size": [h_size] * 3})
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.update(
+        {ax.get_title(): [line.get_label() for line in ax.lines] for ax in fig.axes}))
+    plots.plot_arm_panels({"HEX": [frame(None, 3.0)], "oracle": [frame(0.0, 30.0)], "base": [frame(math.inf, 0.0)]},
+                          tmp_path / "arms.png", title="t")
+    assert drawn["threshold ε"] == ["HEX (n=1)"]
+    assert drawn["mean |H(i)|"] == ["HEX (n=1)", "oracle (n=1)"]  # base: H(i) empty throughout

@@ -7,6 +7,7 @@ draw (e.g. a run without HEX metrics), so callers list only the plots that exist
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -279,7 +280,8 @@ def plot_arm_panels(arms: Mapping[str, Sequence[Any]], path: str | Path | Storag
                     title: str) -> StoragePath | None:
     """One figure per arm group: per epoch (mean over seeds, band = min..max), the kNN monitor, ε, mean |H(i)| and
     what H(i) holds next to chance (the same share among all negatives: one dashed grey line, since paired arms
-    see the same batches). Arms whose H(i) is always empty (no threshold) are left out of the H(i) panels."""
+    see the same batches). Arms whose H(i) is always empty (no threshold) are left out of the H(i) panels, and
+    arms without an ε (the oracles report 0, no threshold +inf) out of the ε panel."""
     drawn_panels = [p for p in ARM_PANELS if any(_mean_curve(frames, p[0], 1.0)[0] for frames in arms.values())]
     if not drawn_panels:
         return None
@@ -291,8 +293,8 @@ def plot_arm_panels(arms: Mapping[str, Sequence[Any]], path: str | Path | Storag
                     v > 0 for v in _mean_curve(frames, "hex/h_size", 1.0)[1]):
                 continue  # H(i) empty throughout: nothing to measure
             x, mean, lo, hi = _mean_curve(frames, key, scale)
-            if not x:
-                continue
+            if not x or (key == "hex/epsilon" and not any(math.isfinite(v) and v != 0 for v in mean)):
+                continue  # no ε to draw: the oracles report 0 and "no threshold" +inf
             ax.plot(x, mean, "-o", ms=3, color=colours[arm], label=f"{arm} (n={len(frames)})")
             if len(frames) > 1:
                 ax.fill_between(x, lo, hi, alpha=0.15, color=colours[arm])
