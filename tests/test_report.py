@@ -113,6 +113,23 @@ def test_a_sweep_trial_without_summary_reports_its_last_online_knn_from_metrics_
     assert "metrics.csv (online kNN)" in md
 
 
+def test_an_unfinished_sweep_trial_is_scored_apart_from_finished_ones(tmp_path):
+    # a trial still running (or paused) at epoch 2 of 4: its monitor numbers are not averaged with finished runs'
+    for seed, epochs in ((0, 4), (1, 4), (2, 2)):
+        run = write_fake_run(tmp_path / "sweep" / f"trial_{seed}" / "train", seed=seed, epochs=epochs,
+                             checkpoints=False)
+        (run / "summary.json").unlink()
+        if epochs == 2:  # the config plans 4 epochs, as the sweep's other trials
+            import yaml
+
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            cfg["run"]["epochs"] = 4
+            (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    md = write_report([tmp_path / "sweep"], tmp_path / "out", plots=False).read_text()
+    assert md.count("| synthetic-hierarchy | simclr | HEX |") == 2, md
+    assert "epoch 2 of 4: unfinished" in md and "epoch 4 of 4" not in md
+
+
 def test_per_run_plots_of_sweep_trials_named_alike_do_not_overwrite_each_other(tmp_path):
     for i, method in enumerate(["simclr", "byol"]):
         run = write_fake_run(tmp_path / "sweep" / f"trial_{i}" / "train", method=method, seed=0, checkpoints=False)

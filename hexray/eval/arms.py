@@ -31,9 +31,11 @@ def accuracy_table(groups: Sequence[Group], records: Sequence[RunRecord]) -> str
     lines = [_row(["arm", "seeds", *[t for _, t in cols]]), "|" + "---|" * (2 + len(cols))]
     for g in groups:
         cells = [format_cell([r.metrics[k] for r in g.runs if k in r.metrics]) for k, _ in cols]
-        lines.append(_row([f"**{g.arm}**", f"{len(g.runs)} ({','.join(str(r.seed) for r in g.runs)})", *cells]))
+        seeds = ",".join(str(s) for s in sorted(r.seed for r in g.runs))
+        lines.append(_row([f"**{g.arm}**", f"{len(g.runs)} ({seeds})", *cells]))
     for key, name in BASELINE_ROWS:
-        per_seed = {r.seed: r.baselines[key] for r in records if key in r.baselines}  # same images per seed
+        # same images per seed; seeds in order whatever order the sweep dirs listed them
+        per_seed = dict(sorted((r.seed, r.baselines[key]) for r in records if key in r.baselines))
         if per_seed:
             scored = list(per_seed.values())
             cells = [format_cell([m[k] for m in scored if k in m]) for k, _ in cols]

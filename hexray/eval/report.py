@@ -4,7 +4,8 @@ Runs are grouped by what they trained: dataset, method, SEM, HEX on/off — plus
 between runs of that group (so a sweep over a threshold kind yields one row per kind). Seeds (any `*seed` key)
 and bookkeeping (`run.*` except epochs, `checkpoint.*`, `scaling.*`, `fast.*`, `probe.*`) never split a group.
 Numbers come from each run's `eval.json` (`hexray eval`), else from `summary.json`'s final evaluation, else (a
-sweep trial, which writes no summary) from the online kNN monitor's last epoch in `metrics.csv`.
+sweep trial, which writes no summary) from the online kNN monitor's last epoch in `metrics.csv`; such a run that
+ended before its configured epochs (still running, paused) is marked unfinished and never averaged with finished ones.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ def load_record(run: StoragePath) -> RunRecord:
     metrics = {"knn/top1@20": final["knn/top1"]} if "knn/top1" in final else {}
     if "knn/superclass" in final:
         metrics["knn/superclass@20"] = final["knn/superclass"]
+    scoring = _monitor_scoring(config) + _stopped_early(run, config) if metrics else "no numbers"
     return RunRecord(run, config, metrics, f"{source} (online kNN)" if metrics else "none", baselines,
-                     scoring=_monitor_scoring(config) if metrics else "no numbers", baseline_scoring=end_of_run)
+                     scoring=scoring, baseline_scoring=end_of_run)
 
 
 def _cap(value: Any) -> str:
@@ -117,6 +119,17 @@ def _monitor_scoring(config: dict[str, Any]) -> str:
     p = config.get("probe") or {}
     return (f"online kNN monitor (last epoch): k={p.get('knn_k', 20)}, bank {_cap(p.get('knn_train_limit'))}, "
             f"queries {_cap(p.get('knn_eval_limit'))}")
+
+
+def _stopped_early(run: StoragePath, config: dict[str, Any]) -> str:
+    """', epoch e of n: unfinished' for a run whose metrics end before its configured epochs (a sweep trial still
+    running, paused or stopped by a scheduler): its monitor numbers are not comparable to a finished run's, so the
+    scoring text, which keeps different scorings apart, says so ('' for a finished run)."""
+    frame = read_metrics(run)
+    planned = (config.get("run") or {}).get("epochs")
+    epochs = frame["epoch"].dropna() if frame is not None and "epoch" in frame else []
+    last = int(epochs.max()) if len(epochs) else 0
+    return f", epoch {last} of {planned}: unfinished" if isinstance(planned, int) and last < planned else ""
 
 
 def _last_epoch_metrics(run: StoragePath) -> dict[str, float]:
