@@ -84,13 +84,14 @@ def load_record(run: StoragePath) -> RunRecord:
         source = SUMMARY_FILE if summary.get("evaluation") else FINAL_EVAL_FILE
         return RunRecord(run, config, dict(evaluation["pretrained"]), source, baselines, scoring=end_of_run,
                          baseline_scoring=end_of_run)
-    final, source = summary.get("final_metrics") or {}, SUMMARY_FILE
+    final, source, unfinished = summary.get("final_metrics") or {}, SUMMARY_FILE, ""  # a summary: a run that ended
     if "knn/top1" not in final:  # a sweep trial writes no summary.json: its last epoch in metrics.csv
-        final, source = _last_epoch_metrics(run), METRICS_FILE
+        frame = read_metrics(run)
+        final, source, unfinished = _last_epoch_metrics(frame), METRICS_FILE, _stopped_early(frame, config)
     metrics = {"knn/top1@20": final["knn/top1"]} if "knn/top1" in final else {}
     if "knn/superclass" in final:
         metrics["knn/superclass@20"] = final["knn/superclass"]
-    scoring = _monitor_scoring(config) + _stopped_early(run, config) if metrics else "no numbers"
+    scoring = _monitor_scoring(config) + unfinished if metrics else "no numbers"
     return RunRecord(run, config, metrics, f"{source} (online kNN)" if metrics else "none", baselines,
                      scoring=scoring, baseline_scoring=end_of_run)
 
@@ -121,20 +122,18 @@ def _monitor_scoring(config: dict[str, Any]) -> str:
             f"queries {_cap(p.get('knn_eval_limit'))}")
 
 
-def _stopped_early(run: StoragePath, config: dict[str, Any]) -> str:
+def _stopped_early(frame: Any, config: dict[str, Any]) -> str:
     """', epoch e of n: unfinished' for a run whose metrics end before its configured epochs (a sweep trial still
     running, paused or stopped by a scheduler): its monitor numbers are not comparable to a finished run's, so the
     scoring text, which keeps different scorings apart, says so ('' for a finished run)."""
-    frame = read_metrics(run)
     planned = (config.get("run") or {}).get("epochs")
     epochs = frame["epoch"].dropna() if frame is not None and "epoch" in frame else []
     last = int(epochs.max()) if len(epochs) else 0
     return f", epoch {last} of {planned}: unfinished" if isinstance(planned, int) and last < planned else ""
 
 
-def _last_epoch_metrics(run: StoragePath) -> dict[str, float]:
-    """The online monitor's numbers at the last epoch that reported them."""
-    frame = read_metrics(run)
+def _last_epoch_metrics(frame: Any) -> dict[str, float]:
+    """The online monitor's numbers at the last epoch that reported them (in a run's metrics.csv frame)."""
     out = {}
     for key in ("knn/top1", "knn/superclass"):
         _, values = per_epoch(frame, key)
