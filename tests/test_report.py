@@ -168,9 +168,10 @@ def test_arms_are_paired_by_seed_with_a_t_interval_next_to_the_baselines(tmp_pat
     _armed_runs(tmp_path / "exp", {"shifted": [0.72, 0.74, 0.76], "noisy": [0.73, 0.69, 0.74]})
     md = write_report([tmp_path / "exp"], tmp_path / "out").read_text()
     assert "## Controlled comparisons (arms paired by seed)" in md and "### synthetic-hierarchy, simclr: 3 arms" in md
-    assert "| **base** | 3 (0,1,2) | 72.0 ± 2.0 | 73.0 ± 2.0 |" in md
-    assert "| raw pixels | 3 (0,1,2) | 60.0 ± 0.0 | — |" in md
-    assert "| random-init network | 3 (0,1,2) | 40.0 ± 0.0 |" in md
+    # two decimals: arms differ by tenths of a point, and a spread of 0.04 must not print as "± 0.0"
+    assert "| **base** | 3 (0,1,2) | 72.00 ± 2.00 | 73.00 ± 2.00 |" in md
+    assert "| raw pixels | 3 (0,1,2) | 60.00 ± 0.00 | — |" in md
+    assert "| random-init network | 3 (0,1,2) | 40.00 ± 0.00 |" in md
     shifted = ("| **shifted** | +2.00 [+2.00, +2.00] ✱ | +2.00 [+2.00, +2.00] ✱ | "
                "kNN@20 fine up 2.00; probe fine up 2.00 |")
     assert shifted in md
@@ -187,6 +188,35 @@ def test_a_base_arm_alone_gets_its_table_and_no_empty_difference_table(tmp_path)
     md = write_report([tmp_path / "exp"], tmp_path / "out").read_text()
     assert "### synthetic-hierarchy, simclr: 1 arm\n" in md and "| **base** | 3 (0,1,2) |" in md
     assert "arm − base" not in md and "Paired by seed" not in md
+
+
+def test_compare_differences_an_arm_against_its_own_control_by_seed(tmp_path, capsys):
+    # HEX = DCL + 1 point at every seed, and both well above base: against base HEX "moved", against its own
+    # control (the question HEX's claim is about) it moved by exactly 1 point; the table exists only when asked for
+    _armed_runs(tmp_path / "exp", {"DCL": [0.75, 0.78, 0.74], "HEX released": [0.76, 0.79, 0.75]})
+    plain = write_report([tmp_path / "exp"], tmp_path / "plain", plots=False).read_text()
+    assert "arm − control" not in plain
+    assert main(["report", str(tmp_path / "exp"), "--out", str(tmp_path / "out"), "--no-plots",
+                 "--compare", "HEX released vs DCL", "--compare", "simclr: DCL vs base"]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| **HEX released** − DCL | +1.00 [+1.00, +1.00] ✱ | +1.00 [+1.00, +1.00] ✱ |" in md
+    assert "| **DCL** − base | +3.67 [" in md  # (+5, +6, 0) / 3
+    assert md.index("| **HEX released** − DCL |") > md.index("| arm − control |") > md.index("| arm − base |")
+    assert "HEX released** − DCL" in capsys.readouterr().out  # the command prints what it wrote
+
+
+def test_a_compare_naming_no_arm_or_malformed_is_a_clear_error(tmp_path, capsys):
+    _armed_runs(tmp_path / "exp", {"DCL": [0.75, 0.78, 0.74]})
+    out = str(tmp_path / "out")
+    assert main(["report", str(tmp_path / "exp"), "--out", out, "--compare", "HEX released vs DCL"]) == 2
+    err = capsys.readouterr().err
+    assert "'HEX released'" in err and "DCL, base" in err  # says which arm is missing and which exist
+    assert main(["report", str(tmp_path / "exp"), "--out", out, "--compare", "byol: DCL vs base"]) == 2
+    assert "with method byol" in capsys.readouterr().err
+    for bad in ("HEX released, DCL", "DCL vs DCL", "DCL vs "):
+        assert main(["report", str(tmp_path / "exp"), "--out", out, "--compare", bad]) == 2
+        assert "--compare" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "report.md").exists()  # nothing half-written
 
 
 def test_report_into_a_markdown_file_keeps_the_text_around_its_marks(tmp_path):

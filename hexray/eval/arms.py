@@ -2,14 +2,18 @@
 
 Per dataset and method: each arm's accuracy (mean ± sample std over seeds) next to raw pixels and a random-init
 network scored the same way, then each arm's paired difference to the arm named `base` (per seed, mean and 95%
-t interval; hexray.eval.paired), and one figure of what HEX's H(i) holds over training per arm group.
+t interval; hexray.eval.paired), the differences the user asked for between other arms (`--compare "HEX released
+vs DCL"`: an arm against its own control, which `base` is not always), and one figure of what HEX's H(i) holds
+over training per arm group.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from hexray.errors import InputError
 from hexray.eval.paired import format_difference, paired_difference, reading
 from hexray.eval.report import Group, RunRecord, format_cell, group_runs
 from hexray.eval.runs import read_metrics
@@ -19,6 +23,44 @@ BASE_ARM = "base"
 ARM_COLUMNS = (("knn/top1@20", "kNN@20 fine"), ("knn/superclass@20", "kNN@20 super"),
                ("probe/top1", "probe fine"), ("probe/superclass", "probe super"))
 BASELINE_ROWS = (("raw_pixels", "raw pixels"), ("random_init", "random-init network"))
+DIGITS = 2  # arms differ by tenths of a point: one decimal would print a spread of 0.04 as "± 0.0"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`arm` − `control`, paired by seed, for every method that ran both (or only `method`, when given)."""
+
+    arm: str
+    control: str
+    method: str | None = None
+
+    @property
+    def text(self) -> str:
+        return (f"{self.method}: " if self.method else "") + f"{self.arm} vs {self.control}"
+
+
+def parse_comparison(text: str) -> Comparison:
+    """'ARM vs CONTROL' or 'METHOD: ARM vs CONTROL' (arm names as the sweep file spells them, e.g. 'oracle w_h=0')."""
+    method, _, pair = text.rpartition(": ") if ": " in text else ("", "", text)
+    arm, sep, control = pair.partition(" vs ")
+    arm, control, method = arm.strip(), control.strip(), method.strip()
+    if not sep or not arm or not control or " vs " in control:
+        raise InputError(f"--compare {text!r}: expected 'ARM vs CONTROL' or 'METHOD: ARM vs CONTROL', e.g. "
+                         "'HEX released vs DCL'")
+    if arm == control:
+        raise InputError(f"--compare {text!r}: an arm against itself is 0 by construction; name two arms")
+    return Comparison(arm, control, method or None)
+
+
+def check_comparisons(comparisons: Sequence[Comparison], records: Sequence[RunRecord]) -> None:
+    """Every compared arm must have runs (of the named method): a typo would otherwise drop the table silently."""
+    for c in comparisons:
+        arms = {r.arm for r in records if c.method is None or str(r.get("method.name")) == c.method}
+        for name in (c.arm, c.control):
+            if name not in arms:
+                raise InputError(f"--compare {c.text!r}: no run of arm {name!r}"
+                                 + (f" with method {c.method}" if c.method else "")
+                                 + f"; the runs' arms: {', '.join(sorted(arms)) or 'none'}")
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -30,7 +72,7 @@ def accuracy_table(groups: Sequence[Group], records: Sequence[RunRecord]) -> str
     cols = [(k, t) for k, t in ARM_COLUMNS if any(k in r.metrics for g in groups for r in g.runs)]
     lines = [_row(["arm", "seeds", *[t for _, t in cols]]), "|" + "---|" * (2 + len(cols))]
     for g in groups:
-        cells = [format_cell([r.metrics[k] for r in g.runs if k in r.metrics]) for k, _ in cols]
+        cells = [format_cell([r.metrics[k] for r in g.runs if k in r.metrics], DIGITS) for k, _ in cols]
         seeds = ",".join(str(s) for s in sorted(r.seed for r in g.runs))
         lines.append(_row([f"**{g.arm}**", f"{len(g.runs)} ({seeds})", *cells]))
     for key, name in BASELINE_ROWS:
@@ -38,7 +80,7 @@ def accuracy_table(groups: Sequence[Group], records: Sequence[RunRecord]) -> str
         per_seed = dict(sorted((r.seed, r.baselines[key]) for r in records if key in r.baselines))
         if per_seed:
             scored = list(per_seed.values())
-            cells = [format_cell([m[k] for m in scored if k in m]) for k, _ in cols]
+            cells = [format_cell([m[k] for m in scored if k in m], DIGITS) for k, _ in cols]
             lines.append(_row([name, f"{len(scored)} ({','.join(str(s) for s in per_seed)})", *cells]))
     return "\n".join(lines)
 
@@ -49,15 +91,27 @@ def difference_table(groups: Sequence[Group]) -> str | None:
     base = next((g for g in groups if g.arm == BASE_ARM), None)
     if base is None or len(groups) < 2:
         return None
+    return _pairs_table([(g, base) for g in groups if g is not base], groups, "arm − base", name_control=False)
+
+
+def comparison_table(groups: Sequence[Group], comparisons: Sequence[Comparison], method: str) -> str | None:
+    """The asked-for `arm − control` rows whose two arms are among `groups` (one method's); None when none is."""
+    by_arm = {g.arm: g for g in groups}
+    pairs = [(by_arm[c.arm], by_arm[c.control]) for c in comparisons
+             if c.method in (None, method) and c.arm in by_arm and c.control in by_arm]
+    return _pairs_table(pairs, groups, "arm − control", name_control=True) if pairs else None
+
+
+def _pairs_table(pairs: Sequence[tuple[Group, Group]], groups: Sequence[Group], heading: str, *,
+                 name_control: bool) -> str:
     cols = [(k, t) for k, t in ARM_COLUMNS if any(k in r.metrics for g in groups for r in g.runs)]
-    lines = [_row(["arm − base", *[f"Δ {t}" for _, t in cols], "reading"]), "|" + "---|" * (2 + len(cols))]
-    for g in groups:
-        if g is base:
-            continue
-        diffs = [(t, paired_difference({r.seed: r.metrics[k] for r in g.runs if k in r.metrics},
-                                       {r.seed: r.metrics[k] for r in base.runs if k in r.metrics}))
+    lines = [_row([heading, *[f"Δ {t}" for _, t in cols], "reading"]), "|" + "---|" * (2 + len(cols))]
+    for arm, control in pairs:
+        diffs = [(t, paired_difference({r.seed: r.metrics[k] for r in arm.runs if k in r.metrics},
+                                       {r.seed: r.metrics[k] for r in control.runs if k in r.metrics}))
                  for k, t in cols]
-        lines.append(_row([f"**{g.arm}**", *[format_difference(d) for _, d in diffs], reading(diffs)]))
+        name = f"**{arm.arm}** − {control.arm}" if name_control else f"**{arm.arm}**"
+        lines.append(_row([name, *[format_difference(d) for _, d in diffs], reading(diffs)]))
     return "\n".join(lines)
 
 
@@ -71,9 +125,9 @@ def _hierarchy_plot(dataset: str, method: str, groups: Sequence[Group], out: Sto
 
 
 def arm_sections(records: Sequence[RunRecord], out: StoragePath, *, plots: bool = True,
-                 link_base: StoragePath | None = None) -> list[str]:
+                 link_base: StoragePath | None = None, comparisons: Sequence[Comparison] = ()) -> list[str]:
     """Markdown lines for every (dataset, method) with armed runs; one table per scoring setting, never mixed.
-    Plot links are relative to `link_base` (default `out`)."""
+    Plot links are relative to `link_base` (default `out`); `comparisons` add arm − control tables."""
     by_pair: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for r in records:
         method = str(r.get("method.name")) + ("+SEM" if r.get("sem.enabled") else "")
@@ -90,6 +144,9 @@ def arm_sections(records: Sequence[RunRecord], out: StoragePath, *, plots: bool 
             if diff:
                 lines += ["Paired by seed (same images, order and augmentations): arm − base in points, mean "
                           "[95% t interval over seeds]; ✱ = the interval excludes 0.", "", diff, ""]
+            asked = comparison_table(groups, comparisons, method)
+            if asked:
+                lines += ["Arm against its own control (`--compare`), paired by seed the same way:", "", asked, ""]
         if plots:
             path = _hierarchy_plot(dataset, method, group_runs(recs), out)
             if path is not None:

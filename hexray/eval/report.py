@@ -197,12 +197,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def format_cell(values: Sequence[float]) -> str:
-    """'85.3 ± 0.4' in percent; a single run shows no ±; no values show '—'."""
+def format_cell(values: Sequence[float], digits: int = 1) -> str:
+    """'85.3 ± 0.4' in percent (`digits` decimals); a single run shows no ±; no values show '—'."""
     if not values:
         return "—"
     mean, std = mean_std([100 * v for v in values])
-    return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
 def comparison_table(groups: Sequence[Group]) -> tuple[str, list[tuple[str, str]]]:
@@ -328,11 +328,15 @@ END_MARK = "<!-- hexray report: end -->"
 
 
 def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, title: str = "hexray report",
-                 plots: bool = True) -> StoragePath:
+                 plots: bool = True, compare: Sequence[str] = ()) -> StoragePath:
     """Find the runs under `paths` and write the report; return the Markdown path. Runs and `out` may be local or
     on object storage. `out` is a directory (→ `out/report.md` and `out/plots/`) or a `.md` file (→ that file and
     `<its folder>/<its stem>/plots/`); an existing `.md` file holding the begin/end marks keeps everything outside
-    them, so hand-written text around the generated tables survives a regeneration."""
+    them, so hand-written text around the generated tables survives a regeneration. `compare`: 'ARM vs CONTROL'
+    pairs of sweep arms to difference by seed besides each arm − base (hexray.eval.arms.parse_comparison)."""
+    from hexray.eval.arms import arm_sections, check_comparisons, parse_comparison
+
+    comparisons = [parse_comparison(text) for text in compare]  # a malformed one fails before any run is read
     out = StoragePath(out)
     if out.name.endswith(".md"):
         md, assets, link_base = out, out.parent / out.stem, out.parent
@@ -342,16 +346,15 @@ def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, 
     runs = find_run_dirs(paths)
     records = [load_record(r) for r in runs]
     armed, others = [r for r in records if r.arm], [r for r in records if not r.arm]
+    check_comparisons(comparisons, armed)
     groups = group_runs(others)
     parts = [f"{len(records)} runs in {len(group_runs(armed)) + len(groups)} groups. Accuracy in %, mean ± "
              "sample std over seeds (a single run shows no ±). Numbers "
              "are compared only within one scoring setting: each table holds the runs (and baselines) measured "
              "the same way.", ""]
     if armed:
-        from hexray.eval.arms import arm_sections
-
         parts += ["## Controlled comparisons (arms paired by seed)", ""]
-        parts += arm_sections(armed, assets, plots=plots, link_base=link_base)
+        parts += arm_sections(armed, assets, plots=plots, link_base=link_base, comparisons=comparisons)
     for scoring in sorted({r.scoring for r in others} | {r.baseline_scoring for r in others if r.baselines}):
         parts += scoring_section(others, scoring)
     if plots and groups:
