@@ -52,15 +52,18 @@ def parse_comparison(text: str) -> Comparison:
     return Comparison(arm, control, method or None)
 
 
-def check_comparisons(comparisons: Sequence[Comparison], records: Sequence[RunRecord]) -> None:
-    """Every compared arm must have runs (of the named method): a typo would otherwise drop the table silently."""
+def missing_arms(comparisons: Sequence[Comparison], records: Sequence[RunRecord]) -> list[str]:
+    """One line per compared arm without runs (of the named method): a typo, or an arm the sweep has not reached
+    yet. The report says so rather than failing, since partial results are read at any time."""
+    lines = []
     for c in comparisons:
         arms = {r.arm for r in records if c.method is None or str(r.get("method.name")) == c.method}
         for name in (c.arm, c.control):
             if name not in arms:
-                raise InputError(f"--compare {c.text!r}: no run of arm {name!r}"
-                                 + (f" with method {c.method}" if c.method else "")
-                                 + f"; the runs' arms: {', '.join(sorted(arms)) or 'none'}")
+                lines.append(f"--compare {c.text!r}: no run of arm {name!r}"
+                             + (f" with method {c.method}" if c.method else "")
+                             + f" (arms with runs: {', '.join(sorted(arms)) or 'none'}); not compared")
+    return lines
 
 
 def _row(cells: Sequence[str]) -> str:

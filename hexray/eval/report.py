@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -334,7 +335,7 @@ def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, 
     `<its folder>/<its stem>/plots/`); an existing `.md` file holding the begin/end marks keeps everything outside
     them, so hand-written text around the generated tables survives a regeneration. `compare`: 'ARM vs CONTROL'
     pairs of sweep arms to difference by seed besides each arm − base (hexray.eval.arms.parse_comparison)."""
-    from hexray.eval.arms import arm_sections, check_comparisons, parse_comparison
+    from hexray.eval.arms import arm_sections, missing_arms, parse_comparison
 
     comparisons = [parse_comparison(text) for text in compare]  # a malformed one fails before any run is read
     out = StoragePath(out)
@@ -346,14 +347,17 @@ def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, 
     runs = find_run_dirs(paths)
     records = [load_record(r) for r in runs]
     armed, others = [r for r in records if r.arm], [r for r in records if not r.arm]
-    check_comparisons(comparisons, armed)
+    unmatched = missing_arms(comparisons, armed)
+    for line in unmatched:
+        print(f"hexray report: {line}", file=sys.stderr)
     groups = group_runs(others)
     parts = [f"{len(records)} runs in {len(group_runs(armed)) + len(groups)} groups. Accuracy in %, mean ± "
              "sample std over seeds (a single run shows no ±). Numbers "
              "are compared only within one scoring setting: each table holds the runs (and baselines) measured "
              "the same way.", ""]
     if armed:
-        parts += ["## Controlled comparisons (arms paired by seed)", ""]
+        parts += ["## Controlled comparisons (arms paired by seed)", ""] + [f"- {line}" for line in unmatched]
+        parts += [""] if unmatched else []
         parts += arm_sections(armed, assets, plots=plots, link_base=link_base, comparisons=comparisons)
     for scoring in sorted({r.scoring for r in others} | {r.baseline_scoring for r in others if r.baselines}):
         parts += scoring_section(others, scoring)
