@@ -105,6 +105,21 @@ def test_cli_prints_table_and_writes_eval_json(tmp_path, monkeypatch, capsys):
     assert saved["plots"] == {} and saved["settings"]["fractions"] == [1.0, 0.1]
 
 
+def test_cli_out_writes_elsewhere_and_leaves_the_run_dir_as_it_was(tmp_path, monkeypatch, capsys):
+    # a sweep trial scored by its end-of-run table must stay scored by it: eval.json in its run dir would replace it
+    run = write_fake_run(tmp_path / "run")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    monkeypatch.setattr(run_eval, "_default_restore", fake_restore)
+    monkeypatch.setattr(run_eval, "_default_load_data", fake_load_data)
+    out = tmp_path / "elsewhere" / "eval_of_run"
+    assert main(["eval", str(run), "--probe-epochs", "5", "--no-trajectory", "--out", str(out)]) == 0
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["run_dir"] == str(run) and saved["out_dir"] == str(out)
+    assert saved["plots"] and all((out / rel).stat().st_size > 5000 for rel in saved["plots"].values())
+    assert f"wrote {out}/eval.json and {len(saved['plots'])} plots in {out}/plots" in capsys.readouterr().out
+
+
 def test_cli_missing_run_dir_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err

@@ -239,6 +239,10 @@ def test_shard_train_crash_resume_export_eval_report_all_on_s3(s3_env, tmp_path)
     _cli(["export", f"{bucket}/runs/r1", "out.pt"], env=env, cwd=work, timeout=120)
     _cli(["export", f"{bucket}/runs/r1", f"{bucket}/weights/backbone.pt"], env=env, cwd=work, timeout=120)
     _cli(["eval", f"{bucket}/runs/r1", "--max-train", "256", "--max-test", "128", "--probe-epochs", "5",
+          "--fractions", "1", "--no-trajectory", "--out", f"{bucket}/evals/r1"], env=env, cwd=work, timeout=300)
+    keys = s3.keys()  # --out: everything in the bucket's evals/r1, nothing added to the run dir
+    assert "evals/r1/eval.json" in keys and "evals/r1/plots/accuracy.png" in keys and run + "eval.json" not in keys
+    _cli(["eval", f"{bucket}/runs/r1", "--max-train", "256", "--max-test", "128", "--probe-epochs", "5",
           "--fractions", "1"], env=env, cwd=work, timeout=300)
     _cli(["report", f"{bucket}/runs", "--out", f"{bucket}/report"], env=env, cwd=work, timeout=120)
 

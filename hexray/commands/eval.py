@@ -1,5 +1,6 @@
 """`hexray eval RUN_DIR`: offline linear probes (100/10/1 % labels), kNN (k = 20, 200), the SEM τ_down sweep,
-the hierarchy trajectory over checkpoints and plots; writes RUN_DIR/eval.json and prints a table."""
+the hierarchy trajectory over checkpoints and plots; writes RUN_DIR/eval.json (or --out DIR/eval.json) and
+prints a table."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plots", dest="plots", action="store_false", help="write eval.json only, no PNG plots")
     p.add_argument("--device", default="cpu", help="torch device for feature extraction (cpu, cuda, cuda:1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe's initialisation")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write eval.json and plots/ here (a local path or a URI) and leave RUN_DIR as it is: an "
+                        "eval.json in a sweep trial's run dir becomes the number `hexray report` scores it by")
     p.set_defaults(func=_run)
 
 
@@ -59,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     options = EvalOptions(max_train=args.max_train or None, max_test=args.max_test or None,
                           trajectory=args.trajectory, device=args.device, plots=args.plots)
     result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, settings=settings, options=options,
-                          log=lambda msg: print(f"[eval] {msg}", flush=True))
+                          log=lambda msg: print(f"[eval] {msg}", flush=True), out=args.out)
     ident = result["run"]
     print(f"\n{ident['method']} {'+HEX' if ident['hex'] else '(base)'} on {ident['dataset']}, seed {ident['seed']}, "
           f"epoch {result['epoch']} — {result['num_train']} train / {result['num_test']} test images")
@@ -74,8 +78,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"effective rank at epoch {last['epoch']}: global {last['rank/global']:.1f}, "
               f"within superclass {last.get('rank/superclass_mean', float('nan')):.1f}, "
               f"within class {last['rank/class_mean']:.1f}")
-    print(f"wrote {result['run_dir']}/eval.json" + (f" and {len(result['plots'])} plots in "
-                                                    f"{result['run_dir']}/plots" if result["plots"] else ""))
+    print(f"wrote {result['out_dir']}/eval.json" + (f" and {len(result['plots'])} plots in "
+                                                    f"{result['out_dir']}/plots" if result["plots"] else ""))
     return 0
 
 

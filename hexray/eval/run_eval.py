@@ -101,8 +101,11 @@ def evaluate_run(
     restore: Callable[[StoragePath, str | None], Any] | None = None,
     load_data: Callable[[Any, EvalOptions, int], EvalData] | None = None,
     log: Callable[[str], None] = lambda msg: None,
+    out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one run; writes RUN_DIR/eval.json and RUN_DIR/plots/*.png and returns the eval.json content."""
+    """Evaluate one run; writes eval.json and plots/*.png into `out` (default: the run dir) and returns the
+    eval.json content. Why `out`: an eval.json in a sweep trial's run dir becomes the number `hexray report` scores
+    it by (in place of its end-of-run table), and a run on someone else's bucket may be read-only."""
     from hexray.eval.restore import build_run_threshold, eval_model, iter_checkpoint_backbones, projection_fn
     from hexray.eval.trajectory import compute_trajectory
 
@@ -134,22 +137,25 @@ def evaluate_run(
             log(f"trajectory over {len(trajectory)} checkpoints done")
 
     metrics_frame = read_metrics(run)
+    dest = run if out is None else StoragePath(out)
+    dest.mkdir()
     plots: dict[str, str] = {}
     if o.plots:
         from hexray.eval import plots as P
 
-        out = run / PLOTS_DIR
+        folder = dest / PLOTS_DIR
         made = {
-            "similarity": P.plot_similarity_evolution(trajectory, out / "similarity_evolution.png",
+            "similarity": P.plot_similarity_evolution(trajectory, folder / "similarity_evolution.png",
                                                       mark_epsilon=threshold_kind == "adaptive"),
-            "collapse": P.plot_collapse(trajectory, out / "collapse.png"),
-            "training": P.plot_training_curves(metrics_frame, out / "training_curves.png"),
-            "accuracy": P.plot_accuracy(metrics_frame, trajectory, out / "accuracy.png", offline["metrics"]),
+            "collapse": P.plot_collapse(trajectory, folder / "collapse.png"),
+            "training": P.plot_training_curves(metrics_frame, folder / "training_curves.png"),
+            "accuracy": P.plot_accuracy(metrics_frame, trajectory, folder / "accuracy.png", offline["metrics"]),
         }
-        plots = {name: path.relative_to(run) for name, path in made.items() if path is not None}
+        plots = {name: path.relative_to(dest) for name, path in made.items() if path is not None}
 
     result = {
         "run_dir": str(run),
+        "out_dir": str(dest),
         "checkpoint": str(restored.checkpoint),
         "epoch": restored.epoch,
         "run": run_identity(read_config_dict(run)),
@@ -164,7 +170,7 @@ def evaluate_run(
         "plots": plots,
         "wall_s": round(time.perf_counter() - start, 2),
     }
-    (run / EVAL_FILE).write_text(json.dumps(result, indent=1, default=_jsonable))
+    (dest / EVAL_FILE).write_text(json.dumps(result, indent=1, default=_jsonable))
     return result
 
 
