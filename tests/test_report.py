@@ -205,6 +205,19 @@ def test_compare_differences_an_arm_against_its_own_control_by_seed(tmp_path, ca
     assert "HEX released** − DCL" in capsys.readouterr().out  # the command prints what it wrote
 
 
+def test_runs_table_shows_local_runs_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from hexray.eval.report import shown_path
+    from hexray.storage import StoragePath
+
+    _armed_runs(tmp_path / "repo" / "runs" / "exp", {})
+    monkeypatch.chdir(tmp_path / "repo")
+    md = write_report(["runs/exp"], tmp_path / "out", plots=False).read_text()
+    assert "| `runs/exp/simclr_base_s0` | simclr: base | 0 |" in md and str(tmp_path) not in md.split("## Runs")[1]
+    monkeypatch.chdir(tmp_path / "repo" / "runs" / "exp" / "simclr_base_s0")
+    assert shown_path(StoragePath(tmp_path / "repo" / "runs")) == str(tmp_path / "repo" / "runs")  # outside: absolute
+    assert shown_path(StoragePath("s3://bucket/runs/r1")) == "s3://bucket/runs/r1"
+
+
 def test_a_compare_naming_an_arm_without_runs_is_said_and_a_malformed_one_is_an_error(tmp_path, capsys):
     # an arm without runs may be a typo or an arm the sweep has not reached yet (partial results are read at any
     # time): the report says which, on stderr and in the report, and still writes the rest

@@ -371,9 +371,19 @@ def write_report(paths: Iterable[str | os.PathLike], out: str | os.PathLike, *, 
     parts += ["## Runs", "", "| run | group | seed | numbers from | scored by |", "|---|---|---|---|---|"]
     by_run = {id(r): g for g in group_runs(armed) + groups for r in g.runs}
     for r in records:
-        parts.append(f"| `{r.path}` | {by_run[id(r)].label} | {r.seed} | {r.source} | {r.scoring} |")
+        parts.append(f"| `{shown_path(r.path)}` | {by_run[id(r)].label} | {r.seed} | {r.source} | {r.scoring} |")
     md.write_text(_merge(md, title, "\n".join(parts)))
     return md
+
+
+def shown_path(path: StoragePath) -> str:
+    """A run's location as the report prints it: a URI as it is; a local path relative to the working directory
+    when it lies inside it (a report committed with a repository says `runs/sweeps/...`, not one machine's
+    absolute path), else absolute."""
+    if path.remote:
+        return str(path)
+    rel = os.path.relpath(str(path))
+    return str(path) if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
 def _merge(md: StoragePath, title: str, generated: str) -> str:
