@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from eval_fakes import write_fake_run
 
@@ -180,6 +181,7 @@ def test_arms_are_paired_by_seed_with_a_t_interval_next_to_the_baselines(tmp_pat
     assert "(plots/arms_synthetic-hierarchy_simclr.png)" in md and (tmp_path / "out/plots/arms_synthetic-hierarchy_"
                                                                      "simclr.png").stat().st_size > 10_000
     assert "| synthetic-hierarchy | simclr | HEX |" not in md  # armed runs are not also in the unpaired tables
+    assert "| **shifted** | 3 | 3 | 0.500 | 9.0 | 40.0 (10.0) | 80.0 (30.0) |" in md  # what H(i) holds, epoch 3
 
 
 def test_a_base_arm_alone_gets_its_table_and_no_empty_difference_table(tmp_path):
@@ -203,6 +205,35 @@ def test_compare_differences_an_arm_against_its_own_control_by_seed(tmp_path, ca
     assert "| **DCL** − base | +3.67 [" in md  # (+5, +6, 0) / 3
     assert md.index("| **HEX released** − DCL |") > md.index("| arm − control |") > md.index("| arm − base |")
     assert "HEX released** − DCL" in capsys.readouterr().out  # the command prints what it wrote
+
+
+def test_the_h_table_quotes_what_h_holds_at_each_arms_last_epoch():
+    import pandas as pd
+
+    from hexray.eval.arms import hierarchy_table
+
+    def frame(epochs, size, eps, own, sup):
+        rows = [{"epoch": e, "hex/h_size": size, "hex/epsilon": eps, "hex/purity_class": own, "hex/chance_class": 0.1,
+                 "hex/purity": sup, "hex/chance_superclass": 0.36} for e in range(1, epochs + 1)]
+        return pd.DataFrame([{"epoch": e, "loss": 1.0} for e in range(1, epochs + 1)] + rows)  # + loss-only rows
+
+    table = hierarchy_table({
+        "HEX": [frame(20, 2.0, 0.60, 0.70, 0.80), frame(20, 1.8, 0.56, 0.76, 0.88), frame(12, 9.0, 0.9, 0.1, 0.1)],
+        "oracle": [frame(20, 91.0, 0.0, 0.28, 1.0)],
+        "DCL": [frame(20, 0.0, math.inf, 0.0, 0.0)],  # H(i) always empty: nothing to describe
+    })
+    lines = table.splitlines()
+    assert lines[0] == ("| arm | seeds | epoch | ε | H(i) size | H(i) own class % (chance) | "
+                        "H(i) superclass % (chance) |")
+    # the third HEX seed is at epoch 12 (running, or paused): the table holds the two seeds that reached epoch 20
+    assert lines[2] == "| **HEX** | 2 | 20 | 0.580 | 1.9 | 73.0 (10.0) | 84.0 (36.0) |"
+    assert lines[3] == "| **oracle** | 1 | 20 | — (oracle) | 91.0 | 28.0 (10.0) | 100.0 (36.0) |"
+    assert len(lines) == 4 and hierarchy_table({"DCL": [frame(3, 0.0, math.inf, 0, 0)]}) is None
+    # the figure's curves (means over the epochs all runs logged) use the same runs, so a running trial cannot cut them
+    from hexray.eval.arms import _furthest
+
+    done, running = frame(20, 2.0, 0.6, 0.7, 0.8), frame(12, 9.0, 0.9, 0.1, 0.1)
+    assert [id(f) for f in _furthest([done, running, done])] == [id(done)] * 2 and _furthest([pd.DataFrame()]) == []
 
 
 def test_runs_table_shows_local_runs_relative_to_the_working_directory(tmp_path, monkeypatch):
@@ -268,7 +299,6 @@ def test_paired_difference_matches_a_plain_t_interval():
 
 def test_the_arm_panels_draw_epsilon_only_for_arms_that_have_one(tmp_path, monkeypatch):
     # the oracles report ε = 0 and "no threshold" +inf: a flat line at 0 would read as a threshold of 0
-    import math
 
     import pandas as pd
 

@@ -9,14 +9,15 @@ over training per arm group.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hexray.errors import InputError
 from hexray.eval.paired import format_difference, paired_difference, reading
 from hexray.eval.report import Group, RunRecord, format_cell, group_runs
-from hexray.eval.runs import read_metrics
+from hexray.eval.runs import per_epoch, read_metrics
 from hexray.storage import StoragePath
 
 BASE_ARM = "base"
@@ -118,13 +119,56 @@ def _pairs_table(pairs: Sequence[tuple[Group, Group]], groups: Sequence[Group], 
     return "\n".join(lines)
 
 
-def _hierarchy_plot(dataset: str, method: str, groups: Sequence[Group], out: StoragePath) -> StoragePath | None:
+def _hierarchy_plot(dataset: str, method: str, frames: Mapping[str, Sequence], out: StoragePath) -> StoragePath | None:
     from hexray.eval.plots import plot_arm_panels
     from hexray.eval.report import _slug
 
-    arms = {g.arm: [read_metrics(r.path) for r in g.runs] for g in groups}
-    return plot_arm_panels(arms, out / "plots" / f"arms_{_slug(dataset, method)}.png",
+    return plot_arm_panels(frames, out / "plots" / f"arms_{_slug(dataset, method)}.png",
                            title=f"{method} on {dataset}: what H(i) holds, per arm (mean over seeds)")
+
+
+def _furthest(frames: list) -> list:
+    """The runs that reached the arm's last logged epoch: a trial still going (or paused) would otherwise cut the
+    figure's mean curves, which span the epochs all runs logged, at its epoch."""
+    last = [float(f["epoch"].max()) if f is not None and "epoch" in f and not f.empty else -1.0 for f in frames]
+    return [f for f, e in zip(frames, last, strict=True) if e == max(last, default=-1.0) and e >= 0]
+
+
+def _at_epoch(frames: Sequence, key: str, epoch: float) -> float | None:
+    """Mean over runs of `key`'s last logged value in `epoch`; None unless every run logged it."""
+    values = [dict(zip(*per_epoch(f, key), strict=True)).get(epoch) for f in frames]
+    return None if not values or any(v is None for v in values) else sum(values) / len(values)
+
+
+def _share(runs: Sequence, epoch: float, key: str, chance: str) -> str:
+    got, base = _at_epoch(runs, key, epoch), _at_epoch(runs, chance, epoch)
+    return "—" if got is None else f"{100 * got:.1f}" + ("" if base is None else f" ({100 * base:.1f})")
+
+
+def hierarchy_table(frames: Mapping[str, Sequence]) -> str | None:
+    """The numbers the H(i) figure ends on, to quote: at an arm's last epoch, over the seeds that reached it, ε,
+    the mean size of H(i), and the share of H(i) with the anchor's class and superclass next to chance (that share
+    among all negatives). Arms whose H(i) stayed empty (no threshold) are left out; None if all are."""
+    lines = []
+    for arm, runs in frames.items():
+        epochs = [set(per_epoch(f, "hex/h_size")[0]) for f in runs]
+        if not any(epochs):
+            continue
+        last = max(max(e) for e in epochs if e)
+        runs = [f for f, e in zip(runs, epochs, strict=True) if last in e]  # a run still going (or paused) is left out
+        size = _at_epoch(runs, "hex/h_size", last)
+        if not size:
+            continue  # H(i) empty: nothing to describe
+        eps = _at_epoch(runs, "hex/epsilon", last)
+        eps_cell = f"{eps:.3f}" if eps is not None and math.isfinite(eps) and eps != 0 else "— (oracle)"
+        lines.append(_row([f"**{arm}**", str(len(runs)), f"{last:g}", eps_cell, f"{size:.1f}",
+                           _share(runs, last, "hex/purity_class", "hex/chance_class"),
+                           _share(runs, last, "hex/purity", "hex/chance_superclass")]))
+    if not lines:
+        return None
+    head = _row(["arm", "seeds", "epoch", "ε", "H(i) size", "H(i) own class % (chance)",
+                 "H(i) superclass % (chance)"])
+    return "\n".join([head, "|" + "---|" * 7, *lines])
 
 
 def arm_sections(records: Sequence[RunRecord], out: StoragePath, *, plots: bool = True,
@@ -150,9 +194,15 @@ def arm_sections(records: Sequence[RunRecord], out: StoragePath, *, plots: bool 
             asked = comparison_table(groups, comparisons, method)
             if asked:
                 lines += ["Arm against its own control (`--compare`), paired by seed the same way:", "", asked, ""]
+        frames = {g.arm: _furthest([read_metrics(r.path) for r in g.runs]) for g in group_runs(recs)}
         if plots:
-            path = _hierarchy_plot(dataset, method, group_runs(recs), out)
+            path = _hierarchy_plot(dataset, method, frames, out)
             if path is not None:
                 rel = path.relative_to(link_base or out)
                 lines += [f"![what H(i) holds: {method} on {dataset}]({rel})", ""]
+        held = hierarchy_table(frames)
+        if held:
+            lines += ["What H(i) holds at each arm's last epoch (the figure's end points: mean over the seeds that "
+                      "reached it, last logged batch of the epoch; chance = the same share among all negatives):", "",
+                      held, ""]
     return lines
