@@ -150,12 +150,12 @@ def hierarchy_table(frames: Mapping[str, Sequence]) -> str | None:
     the mean size of H(i), and the share of H(i) with the anchor's class and superclass next to chance (that share
     among all negatives). Arms whose H(i) stayed empty (no threshold) are left out; None if all are."""
     lines = []
-    for arm, runs in frames.items():
-        epochs = [set(per_epoch(f, "hex/h_size")[0]) for f in runs]
-        if not any(epochs):
+    for arm, all_runs in frames.items():
+        runs = _furthest(list(all_runs))  # the figure's runs: one still going (or paused) is left out
+        logged = [e for f in runs for e in per_epoch(f, "hex/h_size")[0]]
+        if not logged:
             continue
-        last = max(max(e) for e in epochs if e)
-        runs = [f for f, e in zip(runs, epochs, strict=True) if last in e]  # a run still going (or paused) is left out
+        last = max(logged)
         size = _at_epoch(runs, "hex/h_size", last)
         if not size:
             continue  # H(i) empty: nothing to describe
