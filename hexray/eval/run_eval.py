@@ -137,8 +137,7 @@ def evaluate_run(
             log(f"trajectory over {len(trajectory)} checkpoints done")
 
     metrics_frame = read_metrics(run)
-    dest = run if out is None else StoragePath(out)
-    dest.mkdir()
+    dest = run if out is None else StoragePath(out)  # storage.write_bytes creates its folders
     plots: dict[str, str] = {}
     if o.plots:
         from hexray.eval import plots as P
