@@ -178,6 +178,9 @@ def test_arms_are_paired_by_seed_with_a_t_interval_next_to_the_baselines(tmp_pat
     assert shifted in md
     half = 4.303 * 3.0 / 3 ** 0.5  # t_{0.975, 2} · sd / √n with differences (+3, −3, 0)
     assert f"| **noisy** | +0.00 [{-half:+.2f}, {half:+.2f}] |" in md and "no detectable effect at this scale" in md
+    # shifted's two intervals exclude 0, noisy's two do not: the count sits under the table it counts
+    assert "| **noisy** |" in md.split("2 of 4 intervals exclude 0; with no effect anywhere, about 0.2 would by "
+                                       "chance alone (5% each).")[0]
     assert "(plots/arms_synthetic-hierarchy_simclr.png)" in md and (tmp_path / "out/plots/arms_synthetic-hierarchy_"
                                                                      "simclr.png").stat().st_size > 10_000
     assert "| synthetic-hierarchy | simclr | HEX |" not in md  # armed runs are not also in the unpaired tables
@@ -295,6 +298,17 @@ def test_paired_difference_matches_a_plain_t_interval():
     single = paired_difference({0: 0.5}, {0: 0.4})
     assert single.low is None and not single.detectable and reading([("kNN", single)]) == "one seed: no interval"
     assert paired_difference({0: 0.5}, {1: 0.4}) is None
+
+
+def test_the_chance_count_counts_intervals_only():
+    from hexray.eval.paired import chance_count, paired_difference
+
+    moved = paired_difference({0: 0.6, 1: 0.7, 2: 0.8}, {0: 0.5, 1: 0.6, 2: 0.7})  # +0.1 at every seed
+    still = paired_difference({0: 0.6, 1: 0.4, 2: 0.5}, {0: 0.5, 1: 0.5, 2: 0.5})
+    single = paired_difference({0: 0.6}, {0: 0.5})  # one seed: no interval, so not counted either way
+    assert chance_count([moved, still, single, None] + [still] * 18) == (
+        "1 of 20 intervals exclude 0; with no effect anywhere, about 1.0 would by chance alone (5% each).")
+    assert chance_count([single, None]) == ""
 
 
 def test_the_arm_panels_draw_epsilon_only_for_arms_that_have_one(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hexray.errors import InputError
-from hexray.eval.paired import format_difference, paired_difference, reading
+from hexray.eval.paired import PairedDifference, chance_count, format_difference, paired_difference, reading
 from hexray.eval.report import Group, RunRecord, format_cell, group_runs
 from hexray.eval.runs import per_epoch, read_metrics
 from hexray.storage import StoragePath
@@ -108,15 +108,19 @@ def comparison_table(groups: Sequence[Group], comparisons: Sequence[Comparison],
 
 def _pairs_table(pairs: Sequence[tuple[Group, Group]], groups: Sequence[Group], heading: str, *,
                  name_control: bool) -> str:
+    """The rows of differences, then how many intervals exclude 0 next to how many would by chance alone."""
     cols = [(k, t) for k, t in ARM_COLUMNS if any(k in r.metrics for g in groups for r in g.runs)]
     lines = [_row([heading, *[f"Δ {t}" for _, t in cols], "reading"]), "|" + "---|" * (2 + len(cols))]
+    every: list[PairedDifference | None] = []
     for arm, control in pairs:
         diffs = [(t, paired_difference({r.seed: r.metrics[k] for r in arm.runs if k in r.metrics},
                                        {r.seed: r.metrics[k] for r in control.runs if k in r.metrics}))
                  for k, t in cols]
+        every += [d for _, d in diffs]
         name = f"**{arm.arm}** − {control.arm}" if name_control else f"**{arm.arm}**"
         lines.append(_row([name, *[format_difference(d) for _, d in diffs], reading(diffs)]))
-    return "\n".join(lines)
+    count = chance_count(every)
+    return "\n".join(lines + ([f"\n{count}"] if count else []))
 
 
 def _hierarchy_plot(dataset: str, method: str, frames: Mapping[str, Sequence], out: StoragePath) -> StoragePath | None:
