@@ -78,13 +78,12 @@ def reading(differences: Sequence[tuple[str, PairedDifference | None]], scale: f
     return "; ".join(moved) if moved else "no detectable effect at this scale"
 
 
-def chance_count(differences: Sequence[PairedDifference | None], level: float = 0.95) -> str:
+def chance_count(differences: Sequence[PairedDifference | None]) -> str:
     """'k of n intervals exclude 0; by chance alone about m would': many differences at the 95% level give a ✱ or
     two with no effect anywhere, so a reader weighs a lone ✱ against that count. '' when no interval exists."""
     tested = [d for d in differences if d is not None and d.low is not None]
     if not tested:
         return ""
     hits = sum(d.detectable for d in tested)
-    expected = (1 - level) * len(tested)
-    return (f"{hits} of {len(tested)} intervals exclude 0; with no effect anywhere, about {expected:.1f} would by "
-            f"chance alone ({100 * (1 - level):.0f}% each).")
+    return (f"{hits} of {len(tested)} intervals exclude 0; with no effect anywhere, about {0.05 * len(tested):.1f} "
+            "would by chance alone (5% each).")
