@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -225,6 +226,26 @@ def test_only_epoch_end_reports_reach_tune():
 
     assert is_epoch_end([{"epoch_end": 1, "loss": 1.0}]) and is_epoch_end([{"loss": 1.0}])
     assert not is_epoch_end([{"epoch_end": 0, "loss": 1.0}]) and not is_epoch_end([])
+
+
+def test_tune_gets_reports_without_infinite_values():
+    """ε = +∞ (an empty H(i): base, DCL) made Tune's TensorBoard logger warn "NaN or Inf found in input tensor" at
+    every epoch of a sweep; a NaN still reaches Tune."""
+    from hexray.tune.driver import CheckpointForwardCallback, tune_result
+
+    report = {"epoch": 3, "loss": 1.5, "hex/epsilon": float("inf"), "hex/h_size": 0.0, "low": float("-inf"),
+              "broken": float("nan")}
+    result = tune_result(report)
+    assert set(result) == {"epoch", "loss", "hex/h_size", "broken"} and result["loss"] == 1.5
+    assert math.isnan(result["broken"]) and math.isinf(report["hex/epsilon"])  # the run's own report is untouched
+
+    class Reports(list):
+        put = list.append
+
+    reports = Reports()
+    CheckpointForwardCallback(reports).after_report(None, [report], None)
+    (forwarded, checkpoint), = reports
+    assert set(forwarded) == set(result) and checkpoint is None
 
 
 def test_pbt_choice_mutations_stay_on_the_listed_values():

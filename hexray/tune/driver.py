@@ -14,6 +14,7 @@ name would restore its own latest checkpoint instead).
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import queue as std_queue
 import threading
@@ -145,12 +146,19 @@ def is_epoch_end(metrics: list[dict[str, Any]]) -> bool:
     return bool(metrics) and metrics[0].get("epoch_end", 1) != 0 and not metrics[0].get("final_eval")
 
 
+def tune_result(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A report as Tune gets it: without infinite values. Tune's TensorBoard logger warns "NaN or Inf found in
+    input tensor" on each one, and the only one hexray reports is HEX's ε = +∞ of an empty H(i) (base, DCL),
+    which has no point on a plot; the run's own metrics.csv keeps it. NaN stays: it means something broke."""
+    return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isinf(v))}
+
+
 class EpochEndReportCallback(TuneReportCallback):
     """Ray's Train→Tune forwarding callback, restricted to epoch-end reports."""
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if is_epoch_end(metrics):
-            super().after_report(run_context, metrics, checkpoint)
+            super().after_report(run_context, [tune_result(metrics[0]), *metrics[1:]], checkpoint)
 
 
 class CheckpointForwardCallback(UserCallback):
@@ -163,7 +171,7 @@ class CheckpointForwardCallback(UserCallback):
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if not is_epoch_end(metrics):
             return
-        result = dict(metrics[0])
+        result = tune_result(metrics[0])
         if checkpoint is not None:
             result[CHECKPOINT_PATH_KEY] = checkpoint.path
         self.reports.put((result, checkpoint))
