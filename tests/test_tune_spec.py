@@ -374,6 +374,41 @@ def test_bad_arms_name_the_arm_and_key(raw, named):
         sweep_from_dict({"space": {"run.seed": {"grid": [0]}}, **raw})
 
 
+METHOD_ARMS = [{"name": "base", "method.name": "byol", "hex.enabled": False},
+               {"name": "+ HEX", "method.name": "byol", "hex.threshold": "adaptive"},
+               {"name": "base", "method.name": "simclr"}]
+
+
+def test_method_overrides_set_a_methods_recipe_in_each_of_its_arms_only(tmp_path):
+    recipe = {"optim.lr": 1.0, "method.proj_output_dim": 256}
+    raw = {"space": {"run.seed": {"grid": [0]}}, "arms": METHOD_ARMS, "method_overrides": {"byol": recipe},
+           "quick": {"arms": ["simclr: base"]}}
+    spec = sweep_from_dict(raw)
+    assert {a.label: a.overrides.get("optim.lr") for a in spec.arms} == {
+        "byol: base": 1.0, "byol: + HEX": 1.0, "simclr: base": None}
+    assert spec.arms[1].overrides == {"method.name": "byol", "hex.threshold": "adaptive", **recipe}
+    assert "method_overrides" not in spec.raw  # what a run dir stores (and --resume reads) is the expanded arms
+    prepare_sweep(spec, storage_path=str(tmp_path))  # the recipe's keys fit the training config
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_sweep(path, arms=["byol: base"]).arms[0].overrides["method.proj_output_dim"] == 256
+    assert [a.label for a in load_sweep(path, quick=True).arms] == ["simclr: base"]
+
+
+@pytest.mark.parametrize("per_method, named", [
+    ({"byl": {"optim.lr": 1.0}}, r"method_overrides.byl: no arm sets method.name: byl \(arms' methods: byol, simclr"),
+    ({"byol": {"hex.enabled": True}}, r"arms\[0\] \(base\).hex.enabled: also set by method_overrides.byol"),
+    ({"byol": {"method.name": "simclr"}}, r"method_overrides.byol.method.name: picks the arms"),
+    ({"byol": {"optim..lr": 1.0}}, r"method_overrides.byol.optim..lr: expected a dotted config key"),
+    ({"byol": [1.0]}, r"method_overrides.byol: expected a mapping"),
+])
+def test_bad_method_overrides_name_the_method_and_key(per_method, named):
+    with pytest.raises(SweepError, match=named):
+        sweep_from_dict({"space": {"run.seed": {"grid": [0]}}, "arms": METHOD_ARMS, "method_overrides": per_method})
+    with pytest.raises(SweepError, match="method_overrides: sets keys for the arms of a method; this sweep lists no"):
+        sweep_from_dict({"space": {"run.seed": {"grid": [0]}}, "method_overrides": {"byol": {"optim.lr": 1.0}}})
+
+
 def test_an_arm_value_that_does_not_fit_the_config_names_the_arm(tmp_path):
     spec = sweep_from_dict({"space": {"run.seed": {"grid": [0]}},
                             "arms": [{"name": "ok"}, {"name": "bad", "hex.threshold": "sometimes"}]})
@@ -412,6 +447,8 @@ def test_arms_option_runs_a_subset_such_as_the_controls_first():
     assert trial_count(spec) == 9
     assert {a.label for a in load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", arms=["base"]).arms} == {
         "simclr: base", "byol: base", "barlow: base"}  # a bare name picks that arm of every method
+    byol = load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", arms=["byol: + 0.1 HEX"]).arms[0].overrides
+    assert byol["optim.lr"] == 1.0 and byol["method.pred_hidden_dim"] == 2048  # its method_overrides recipe
     with pytest.raises(SweepError, match="--arms: 'simclr: nope' is not an arm"):
         load_sweep(SWEEPS / "evidence-fashion-mnist.yaml", arms=["simclr: nope"])
 

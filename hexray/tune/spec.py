@@ -24,7 +24,7 @@ MODES = ("max", "min")
 DEFAULT_METRIC = "probe/online_top1"
 TOP_LEVEL_KEYS = (
     "name", "base_config", "overrides", "scaling", "metric", "mode", "num_samples", "max_concurrent_trials",
-    "storage_path", "search", "scheduler", "space", "trial", "arms", "quick",
+    "storage_path", "search", "scheduler", "space", "trial", "arms", "method_overrides", "quick",
 )
 QUICK_KEYS = ("overrides", "space", "arms", "num_samples")
 ARM_KEY = "run.arm"  # the config key that carries a trial's arm name (what `hexray report` groups and pairs by)
@@ -161,7 +161,7 @@ def load_sweep(path: str | Path, *, quick: bool = False, arms: list[str] | None 
         raise FileNotFoundError(f"sweep file not found: {path}")
     raw = read_sweep_yaml(path.read_text(), str(path))
     try:
-        raw = raw if raw is not None else {}
+        raw = expand_method_overrides(raw if raw is not None else {})
         raw = with_quick(raw, source=path) if quick else raw
         return sweep_from_dict(only_arms(raw, arms) if arms else raw, source=path)
     except SweepError as err:
@@ -170,7 +170,7 @@ def load_sweep(path: str | Path, *, quick: bool = False, arms: list[str] | None 
 
 def only_arms(raw: Any, labels: list[str]) -> dict[str, Any]:
     """The sweep restricted to the arms `labels` name (each a name, or `method: name`); e.g. the controls first."""
-    raw = dict(_mapping(raw, "sweep"))
+    raw = expand_method_overrides(raw)
     raw["arms"] = _select_arms(raw, labels, "--arms")
     raw.pop("quick", None)
     return raw
@@ -180,7 +180,7 @@ def with_quick(raw: Any, *, source: Path | None = None) -> dict[str, Any]:
     """The sweep with its `quick:` subset applied: `overrides` added to the sweep's, `space` keys replaced, only the
     `arms` named kept, `num_samples` replaced; the experiment is named `<name>-quick` so it never mixes with the
     full run's trials. A sweep without `quick:` has no quick subset."""
-    raw = dict(_mapping(raw, "sweep"))
+    raw = expand_method_overrides(raw)
     quick = raw.pop("quick", None)
     if quick is None:
         raise SweepError("quick: this sweep defines no quick subset (a `quick:` block)")
@@ -202,6 +202,42 @@ def _check_quick(quick: Any) -> Mapping[str, Any]:
         if not isinstance(quick["arms"], list) or not quick["arms"]:
             raise SweepError(f"quick.arms: expected a non-empty list of arm names, got {quick['arms']!r}")
     return quick  # unknown arm names: `_select_arms` in `with_quick`
+
+
+def expand_method_overrides(raw: Any) -> dict[str, Any]:
+    """The sweep with `method_overrides: {method: {dotted.key: value}}` written into every arm of that method, so a
+    method's own recipe (BYOL's lr and heads, say) is stated once, not in each of its arms. A key the arm also sets
+    is an error (set it in one place), as is a method no arm runs (a typo would otherwise change nothing)."""
+    raw = dict(_mapping(raw, "sweep"))
+    per_method = _mapping(raw.pop("method_overrides", None) or {}, "method_overrides")
+    if not per_method:
+        return raw
+    arms = raw.get("arms")
+    if not isinstance(arms, list) or not arms:
+        raise SweepError("method_overrides: sets keys for the arms of a method; this sweep lists no arms")
+    methods = sorted({str(a.get("method.name")) for a in arms if isinstance(a, Mapping) and "method.name" in a})
+    for method, keys in per_method.items():
+        where = f"method_overrides.{method}"
+        if method not in methods:
+            raise SweepError(f"{where}: no arm sets method.name: {method} (arms' methods: "
+                             f"{', '.join(methods) or 'none'})")
+        for key in _mapping(keys, where):
+            _dotted_key(key, f"{where}.{key}")
+            if key in ("method.name", "name", ARM_KEY):
+                raise SweepError(f"{where}.{key}: picks the arms these keys apply to; set it in each arm")
+    expanded = []
+    for i, arm in enumerate(arms):
+        method = arm.get("method.name") if isinstance(arm, Mapping) else None
+        keys = per_method.get(method) if isinstance(method, str) else None
+        if keys:
+            clash = sorted(set(keys) & set(arm))
+            if clash:
+                raise SweepError(f"arms[{i}] ({arm.get('name')}).{clash[0]}: also set by "
+                                 f"method_overrides.{method}; set it in one place only")
+            arm = {**arm, **keys}
+        expanded.append(arm)
+    raw["arms"] = expanded
+    return raw
 
 
 def _select_arms(raw: Mapping[str, Any], labels: list[str], where: str) -> list[Any]:
@@ -234,7 +270,7 @@ def read_sweep_yaml(text: str, source: str) -> Any:
 
 def sweep_from_dict(raw: Any, *, source: Path | StoragePath | None = None) -> SweepSpec:
     """Check a parsed sweep mapping. Relative `base_config` paths resolve against `source`'s folder (or the cwd)."""
-    raw = _mapping(raw, "sweep")
+    raw = expand_method_overrides(raw)
     _no_unknown(raw, TOP_LEVEL_KEYS, "")
     if "quick" in raw:  # checked now, used by `hexray sweep --quick` (with_quick)
         sweep_from_dict(with_quick(raw), source=source)  # the subset must itself be a valid sweep
