@@ -161,7 +161,7 @@ def load_sweep(path: str | Path, *, quick: bool = False, arms: list[str] | None 
         raise FileNotFoundError(f"sweep file not found: {path}")
     raw = read_sweep_yaml(path.read_text(), str(path))
     try:
-        raw = expand_method_overrides(raw if raw is not None else {})
+        raw = raw if raw is not None else {}
         raw = with_quick(raw, source=path) if quick else raw
         return sweep_from_dict(only_arms(raw, arms) if arms else raw, source=path)
     except SweepError as err:
